@@ -1,0 +1,376 @@
+//! The decision: how this peer must start. A pure function of plain data
+//! (`Facts`, the current time included) to a `Decision` (action + reason).
+//!
+//! Architecture invariant: nothing here does I/O, reads the clock or the
+//! environment, or logs. Every rule is one ordered guard in [`decide`]; the first
+//! that matches wins, and the `Reason` it returns names it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use crate::peer::{Consensus, PeerAddr, PeerId};
+
+/// At most this many live peers are passed to `--bootstrap` (the daemon joins
+/// them one after another; ipfs-cluster itself dials 3 peers at boot).
+pub const MAX_BOOTSTRAP: usize = 3;
+
+/// One peer as the registry lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Registration {
+    pub instance_id: String,
+    pub peer_id: PeerId,
+    pub ip: IpAddr,
+    pub cluster_port: u16,
+    pub api_port: u16,
+    /// Registration time (ms since the Unix epoch) as the peer wrote it: the
+    /// founding order. Everyone reads the same value, so clock skew between
+    /// tasks cannot make two observers order peers differently.
+    pub registered_at_ms: u64,
+    /// The consensus the peer runs, when it says.
+    pub consensus: Option<Consensus>,
+    /// Published by a raft peer that started a fixed-set launch: its init_peerset.
+    pub init_peerset: Option<Vec<PeerId>>,
+}
+
+impl Registration {
+    pub fn addr(&self) -> PeerAddr {
+        PeerAddr { ip: self.ip, port: self.cluster_port, peer_id: self.peer_id.clone() }
+    }
+
+    fn order_key(&self) -> (u64, &PeerId) {
+        (self.registered_at_ms, &self.peer_id)
+    }
+}
+
+/// What probing one registration found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Probe {
+    /// The REST API answered `/id` with the registered peer ID.
+    Api { cluster_peers: Vec<PeerId> },
+    /// The cluster port is open and it is not a bootstrap sidecar: a running
+    /// daemon whose REST API this peer cannot reach.
+    Daemon,
+    /// Another ipfs-cluster-bootstrap, still deciding, and the founding set it
+    /// would found with now (none while it sees fewer than `--expect` peers).
+    Waiting { proposal: Option<Vec<PeerId>> },
+    /// Something else answers at that address (a reused IP): not that peer.
+    WrongPeer { answered: String },
+    /// Nothing answered.
+    Down { error: String },
+}
+
+/// A registration and what its probe found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Observed {
+    pub registration: Registration,
+    pub probe: Probe,
+}
+
+/// This peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Me {
+    pub peer_id: PeerId,
+    pub consensus: Consensus,
+    /// Local consensus state (raft folder, crdt datastore) already exists.
+    pub has_state: bool,
+    pub registered_at_ms: u64,
+}
+
+/// Everything the decision depends on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Facts {
+    pub me: Me,
+    pub expect: usize,
+    pub settle_ms: u64,
+    pub now_ms: u64,
+    /// When [`Facts::view`] last changed.
+    pub view_since_ms: u64,
+    /// Every registration but this peer's own, with its probe.
+    pub peers: Vec<Observed>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// Start on existing local state. Never `--bootstrap` under raft.
+    Start { bootstrap: Vec<PeerAddr> },
+    /// Join live peers with `--bootstrap`.
+    Join { bootstrap: Vec<PeerAddr> },
+    /// Found the cluster: alone (crdt) or as one of a fixed set (raft, `init_peerset`).
+    Found { init_peerset: Option<Vec<PeerId>> },
+    /// No safe action yet: poll again.
+    Wait,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "rule", rename_all = "snake_case")]
+pub enum Reason {
+    ExistingState { consensus: Consensus },
+    LiveCluster { live: usize },
+    FixedSetContinues { founding_set: Vec<PeerId> },
+    PeersStarting { peers: Vec<PeerId> },
+    TooFew { alive: usize, expect: usize },
+    Unsettled { stable_ms: u64, settle_ms: u64 },
+    NotInFoundingSet { founding_set: Vec<PeerId> },
+    NoAgreement { peer: PeerId, proposal: Option<Vec<PeerId>> },
+    AwaitingFounder { founder: PeerId },
+    Founder,
+    FixedSet { founding_set: Vec<PeerId> },
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::ExistingState { consensus: Consensus::Raft } => {
+                f.write_str("local raft state exists: starting on it, without --bootstrap (it would wipe that state)")
+            }
+            Reason::ExistingState { consensus: Consensus::Crdt } => {
+                f.write_str("local crdt state exists: starting on it, reconnecting to live peers")
+            }
+            Reason::LiveCluster { live } => write!(f, "{live} live peer(s) already run the cluster: joining them"),
+            Reason::FixedSetContinues { founding_set } => write!(
+                f,
+                "this peer is in the founding set of {} that live peers started with: starting with the same init_peerset",
+                founding_set.len()
+            ),
+            Reason::PeersStarting { peers } => {
+                write!(f, "daemons of {} are up but in no cluster yet: waiting for them", join_ids(peers))
+            }
+            Reason::TooFew { alive, expect } => {
+                write!(f, "{alive} live or waiting peer(s) registered, --expect needs {expect}: waiting for more")
+            }
+            Reason::Unsettled { stable_ms, settle_ms } => write!(
+                f,
+                "the set of peers changed {stable_ms} ms ago, --settle needs {settle_ms} ms without change: waiting"
+            ),
+            Reason::NotInFoundingSet { founding_set } => write!(
+                f,
+                "not one of the first --expect peers ({}): waiting for them to start, then joining",
+                join_ids(founding_set)
+            ),
+            Reason::NoAgreement { peer, proposal: None } => {
+                write!(f, "peer {peer} does not propose a founding set yet: waiting until every founder agrees")
+            }
+            Reason::NoAgreement { peer, proposal: Some(_) } => {
+                write!(f, "peer {peer} proposes a different founding set: waiting until every founder agrees")
+            }
+            Reason::AwaitingFounder { founder } => {
+                write!(f, "peer {founder} founds the cluster: waiting for it to start, then joining")
+            }
+            Reason::Founder => f.write_str(
+                "no live peer, the set of peers is settled and this peer registered first: founding the cluster",
+            ),
+            Reason::FixedSet { founding_set } => write!(
+                f,
+                "no live peer, the set of peers is settled and all {} founders agree: starting the fixed-set launch",
+                founding_set.len()
+            ),
+        }
+    }
+}
+
+fn join_ids(ids: &[PeerId]) -> String {
+    ids.iter().map(PeerId::as_str).collect::<Vec<_>>().join(", ")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    #[serde(flatten)]
+    pub action: Action,
+    pub reason: Reason,
+    /// The peerstore to write: every other registered peer, live ones first.
+    pub peerstore: Vec<PeerAddr>,
+    /// The founding set this peer proposes to others while it waits.
+    pub proposal: Option<Vec<PeerId>>,
+}
+
+/// How alive a registered peer is, best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Liveness {
+    /// Its daemon runs and is in a cluster (or its API is out of reach).
+    Member,
+    /// Its daemon answers but is in no cluster yet (joining or electing).
+    Starting,
+    /// Its sidecar is still deciding.
+    Waiting,
+    Down,
+}
+
+fn liveness(p: &Probe) -> Option<Liveness> {
+    Some(match p {
+        Probe::Api { cluster_peers } if cluster_peers.is_empty() => Liveness::Starting,
+        Probe::Api { .. } | Probe::Daemon => Liveness::Member,
+        Probe::Waiting { .. } => Liveness::Waiting,
+        Probe::Down { .. } => Liveness::Down,
+        Probe::WrongPeer { .. } => return None,
+    })
+}
+
+impl Facts {
+    /// Other peers that count: not this peer, same consensus, not answered by
+    /// someone else; one entry per peer ID (the most alive, then the newest),
+    /// in founding order.
+    fn others(&self) -> Vec<(&Observed, Liveness)> {
+        let mut by_id: BTreeMap<&PeerId, (&Observed, Liveness)> = BTreeMap::new();
+        for o in &self.peers {
+            let r = &o.registration;
+            if r.peer_id == self.me.peer_id || r.consensus.is_some_and(|c| c != self.me.consensus) {
+                continue;
+            }
+            let Some(l) = liveness(&o.probe) else { continue };
+            let better = match by_id.get(&r.peer_id) {
+                None => true,
+                Some((old, old_l)) => (l, std::cmp::Reverse(r.registered_at_ms)) < (*old_l, std::cmp::Reverse(old.registration.registered_at_ms)),
+            };
+            if better {
+                by_id.insert(&r.peer_id, (o, l));
+            }
+        }
+        let mut v: Vec<_> = by_id.into_values().collect();
+        v.sort_by(|a, b| a.0.registration.order_key().cmp(&b.0.registration.order_key()));
+        v
+    }
+
+    /// The peers that are alive (waiting, starting or members) and this one, in
+    /// founding order: earliest registration, then smallest peer ID.
+    pub fn view(&self) -> Vec<PeerId> {
+        let mut v: Vec<(u64, &PeerId)> = self
+            .others()
+            .into_iter()
+            .filter(|(_, l)| *l != Liveness::Down)
+            .map(|(o, _)| (o.registration.registered_at_ms, &o.registration.peer_id))
+            .collect();
+        v.push((self.me.registered_at_ms, &self.me.peer_id));
+        v.sort();
+        v.into_iter().map(|(_, id)| id.clone()).collect()
+    }
+
+    /// The first `--expect` peers of the view, once there are that many.
+    pub fn founding_set(&self) -> Option<Vec<PeerId>> {
+        let view = self.view();
+        (self.expect > 0 && view.len() >= self.expect).then(|| view[..self.expect].to_vec())
+    }
+}
+
+/// Decides how this peer starts. First matching rule wins.
+pub fn decide(f: &Facts) -> Decision {
+    let others = f.others();
+    let peerstore = {
+        let mut v = others.clone();
+        v.sort_by(|a, b| (a.1, a.0.registration.order_key()).cmp(&(b.1, b.0.registration.order_key())));
+        v.into_iter().map(|(o, _)| o.registration.addr()).collect()
+    };
+    let proposal = f.founding_set();
+    let done = |action, reason| Decision { action, reason, peerstore, proposal: proposal.clone() };
+
+    let members: Vec<&Observed> = {
+        let mut m: Vec<&Observed> =
+            others.iter().filter(|(_, l)| *l == Liveness::Member).map(|(o, _)| *o).collect();
+        // Peers whose API confirmed their membership first.
+        m.sort_by_key(|o| !matches!(o.probe, Probe::Api { .. }));
+        m
+    };
+    let bootstrap: Vec<PeerAddr> = members.iter().take(MAX_BOOTSTRAP).map(|o| o.registration.addr()).collect();
+
+    // 1. Existing state: start on it. Raft never gets --bootstrap over its state.
+    if f.me.has_state {
+        let bootstrap = match f.me.consensus {
+            Consensus::Raft => vec![],
+            Consensus::Crdt => bootstrap,
+        };
+        return done(Action::Start { bootstrap }, Reason::ExistingState { consensus: f.me.consensus });
+    }
+
+    // 2. Live peers: a raft member of the set they founded with keeps to it;
+    //    everyone else joins them.
+    if !members.is_empty() {
+        if f.me.consensus == Consensus::Raft {
+            if let Some(set) = fixed_set_in_progress(&f.me.peer_id, &members) {
+                return done(
+                    Action::Found { init_peerset: Some(set.clone()) },
+                    Reason::FixedSetContinues { founding_set: set },
+                );
+            }
+        }
+        return done(Action::Join { bootstrap }, Reason::LiveCluster { live: members.len() });
+    }
+
+    // 3. Daemons up but in no cluster: a join or an election is under way.
+    let starting: Vec<PeerId> = others
+        .iter()
+        .filter(|(_, l)| *l == Liveness::Starting)
+        .map(|(o, _)| o.registration.peer_id.clone())
+        .collect();
+    if !starting.is_empty() {
+        return done(Action::Wait, Reason::PeersStarting { peers: starting });
+    }
+
+    // 4. Founding: enough peers, a settled view, and every founder agreeing.
+    let alive = f.view().len();
+    let Some(set) = proposal.clone() else {
+        return done(Action::Wait, Reason::TooFew { alive, expect: f.expect });
+    };
+    let stable_ms = f.now_ms.saturating_sub(f.view_since_ms);
+    if stable_ms < f.settle_ms {
+        return done(Action::Wait, Reason::Unsettled { stable_ms, settle_ms: f.settle_ms });
+    }
+    if !set.contains(&f.me.peer_id) {
+        return done(Action::Wait, Reason::NotInFoundingSet { founding_set: set });
+    }
+    for (o, _) in &others {
+        if !set.contains(&o.registration.peer_id) {
+            continue;
+        }
+        match &o.probe {
+            Probe::Waiting { proposal } if proposal.as_ref() == Some(&set) => {}
+            Probe::Waiting { proposal } => {
+                return done(
+                    Action::Wait,
+                    Reason::NoAgreement { peer: o.registration.peer_id.clone(), proposal: proposal.clone() },
+                )
+            }
+            // Unreachable: members and starting peers were handled above and
+            // the set only holds alive peers. Waiting is the safe answer.
+            _ => {
+                return done(
+                    Action::Wait,
+                    Reason::NoAgreement { peer: o.registration.peer_id.clone(), proposal: None },
+                )
+            }
+        }
+    }
+    match f.me.consensus {
+        Consensus::Crdt if set[0] == f.me.peer_id => done(Action::Found { init_peerset: None }, Reason::Founder),
+        Consensus::Crdt => done(Action::Wait, Reason::AwaitingFounder { founder: set[0].clone() }),
+        Consensus::Raft => done(
+            Action::Found { init_peerset: Some(set.clone()) },
+            Reason::FixedSet { founding_set: set },
+        ),
+    }
+}
+
+/// The founding set of a raft fixed-set launch under way, when this peer is one
+/// of it: every live peer published the same init_peerset, is in it, and (where
+/// its API answers) reports no member outside it.
+fn fixed_set_in_progress(me: &PeerId, members: &[&Observed]) -> Option<Vec<PeerId>> {
+    let set = members.first()?.registration.init_peerset.clone()?;
+    if !set.contains(me) {
+        return None;
+    }
+    let consistent = members.iter().all(|o| {
+        o.registration.init_peerset.as_ref() == Some(&set)
+            && set.contains(&o.registration.peer_id)
+            && match &o.probe {
+                Probe::Api { cluster_peers } => cluster_peers.iter().all(|p| set.contains(p)),
+                _ => true,
+            }
+    });
+    consistent.then_some(set)
+}
+
+#[cfg(test)]
+mod tests;
