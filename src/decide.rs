@@ -37,7 +37,11 @@ pub struct Registration {
 
 impl Registration {
     pub fn addr(&self) -> PeerAddr {
-        PeerAddr { ip: self.ip, port: self.cluster_port, peer_id: self.peer_id.clone() }
+        PeerAddr {
+            ip: self.ip,
+            port: self.cluster_port,
+            peer_id: self.peer_id.clone(),
+        }
     }
 
     fn order_key(&self) -> (u64, &PeerId) {
@@ -109,17 +113,40 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "rule", rename_all = "snake_case")]
 pub enum Reason {
-    ExistingState { consensus: Consensus },
-    LiveCluster { live: usize },
-    FixedSetContinues { founding_set: Vec<PeerId> },
-    PeersStarting { peers: Vec<PeerId> },
-    TooFew { alive: usize, expect: usize },
-    Unsettled { stable_ms: u64, settle_ms: u64 },
-    NotInFoundingSet { founding_set: Vec<PeerId> },
-    NoAgreement { peer: PeerId, proposal: Option<Vec<PeerId>> },
-    AwaitingFounder { founder: PeerId },
+    ExistingState {
+        consensus: Consensus,
+    },
+    LiveCluster {
+        live: usize,
+    },
+    FixedSetContinues {
+        founding_set: Vec<PeerId>,
+    },
+    PeersStarting {
+        peers: Vec<PeerId>,
+    },
+    TooFew {
+        alive: usize,
+        expect: usize,
+    },
+    Unsettled {
+        stable_ms: u64,
+        settle_ms: u64,
+    },
+    NotInFoundingSet {
+        founding_set: Vec<PeerId>,
+    },
+    NoAgreement {
+        peer: PeerId,
+        proposal: Option<Vec<PeerId>>,
+    },
+    AwaitingFounder {
+        founder: PeerId,
+    },
     Founder,
-    FixedSet { founding_set: Vec<PeerId> },
+    FixedSet {
+        founding_set: Vec<PeerId>,
+    },
 }
 
 impl fmt::Display for Reason {
@@ -174,7 +201,10 @@ impl fmt::Display for Reason {
 }
 
 fn join_ids(ids: &[PeerId]) -> String {
-    ids.iter().map(PeerId::as_str).collect::<Vec<_>>().join(", ")
+    ids.iter()
+        .map(PeerId::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -221,17 +251,26 @@ impl Facts {
             if r.peer_id == self.me.peer_id || r.consensus.is_some_and(|c| c != self.me.consensus) {
                 continue;
             }
-            let Some(l) = liveness(&o.probe) else { continue };
+            let Some(l) = liveness(&o.probe) else {
+                continue;
+            };
             let better = match by_id.get(&r.peer_id) {
                 None => true,
-                Some((old, old_l)) => (l, std::cmp::Reverse(r.registered_at_ms)) < (*old_l, std::cmp::Reverse(old.registration.registered_at_ms)),
+                Some((old, old_l)) => {
+                    (l, std::cmp::Reverse(r.registered_at_ms))
+                        < (*old_l, std::cmp::Reverse(old.registration.registered_at_ms))
+                }
             };
             if better {
                 by_id.insert(&r.peer_id, (o, l));
             }
         }
         let mut v: Vec<_> = by_id.into_values().collect();
-        v.sort_by(|a, b| a.0.registration.order_key().cmp(&b.0.registration.order_key()));
+        v.sort_by(|a, b| {
+            a.0.registration
+                .order_key()
+                .cmp(&b.0.registration.order_key())
+        });
         v
     }
 
@@ -261,20 +300,34 @@ pub fn decide(f: &Facts) -> Decision {
     let others = f.others();
     let peerstore = {
         let mut v = others.clone();
-        v.sort_by(|a, b| (a.1, a.0.registration.order_key()).cmp(&(b.1, b.0.registration.order_key())));
+        v.sort_by(|a, b| {
+            (a.1, a.0.registration.order_key()).cmp(&(b.1, b.0.registration.order_key()))
+        });
         v.into_iter().map(|(o, _)| o.registration.addr()).collect()
     };
     let proposal = f.founding_set();
-    let done = |action, reason| Decision { action, reason, peerstore, proposal: proposal.clone() };
+    let done = |action, reason| Decision {
+        action,
+        reason,
+        peerstore,
+        proposal: proposal.clone(),
+    };
 
     let members: Vec<&Observed> = {
-        let mut m: Vec<&Observed> =
-            others.iter().filter(|(_, l)| *l == Liveness::Member).map(|(o, _)| *o).collect();
+        let mut m: Vec<&Observed> = others
+            .iter()
+            .filter(|(_, l)| *l == Liveness::Member)
+            .map(|(o, _)| *o)
+            .collect();
         // Peers whose API confirmed their membership first.
         m.sort_by_key(|o| !matches!(o.probe, Probe::Api { .. }));
         m
     };
-    let bootstrap: Vec<PeerAddr> = members.iter().take(MAX_BOOTSTRAP).map(|o| o.registration.addr()).collect();
+    let bootstrap: Vec<PeerAddr> = members
+        .iter()
+        .take(MAX_BOOTSTRAP)
+        .map(|o| o.registration.addr())
+        .collect();
 
     // 1. Existing state: start on it. Raft never gets --bootstrap over its state.
     if f.me.has_state {
@@ -282,7 +335,12 @@ pub fn decide(f: &Facts) -> Decision {
             Consensus::Raft => vec![],
             Consensus::Crdt => bootstrap,
         };
-        return done(Action::Start { bootstrap }, Reason::ExistingState { consensus: f.me.consensus });
+        return done(
+            Action::Start { bootstrap },
+            Reason::ExistingState {
+                consensus: f.me.consensus,
+            },
+        );
     }
 
     // 2. Live peers: a raft member of the set they founded with keeps to it;
@@ -291,12 +349,19 @@ pub fn decide(f: &Facts) -> Decision {
         if f.me.consensus == Consensus::Raft {
             if let Some(set) = fixed_set_in_progress(&f.me.peer_id, &members) {
                 return done(
-                    Action::Found { init_peerset: Some(set.clone()) },
+                    Action::Found {
+                        init_peerset: Some(set.clone()),
+                    },
                     Reason::FixedSetContinues { founding_set: set },
                 );
             }
         }
-        return done(Action::Join { bootstrap }, Reason::LiveCluster { live: members.len() });
+        return done(
+            Action::Join { bootstrap },
+            Reason::LiveCluster {
+                live: members.len(),
+            },
+        );
     }
 
     // 3. Daemons up but in no cluster: a join or an election is under way.
@@ -312,11 +377,23 @@ pub fn decide(f: &Facts) -> Decision {
     // 4. Founding: enough peers, a settled view, and every founder agreeing.
     let alive = f.view().len();
     let Some(set) = proposal.clone() else {
-        return done(Action::Wait, Reason::TooFew { alive, expect: f.expect });
+        return done(
+            Action::Wait,
+            Reason::TooFew {
+                alive,
+                expect: f.expect,
+            },
+        );
     };
     let stable_ms = f.now_ms.saturating_sub(f.view_since_ms);
     if stable_ms < f.settle_ms {
-        return done(Action::Wait, Reason::Unsettled { stable_ms, settle_ms: f.settle_ms });
+        return done(
+            Action::Wait,
+            Reason::Unsettled {
+                stable_ms,
+                settle_ms: f.settle_ms,
+            },
+        );
     }
     if !set.contains(&f.me.peer_id) {
         return done(Action::Wait, Reason::NotInFoundingSet { founding_set: set });
@@ -330,7 +407,10 @@ pub fn decide(f: &Facts) -> Decision {
             Probe::Waiting { proposal } => {
                 return done(
                     Action::Wait,
-                    Reason::NoAgreement { peer: o.registration.peer_id.clone(), proposal: proposal.clone() },
+                    Reason::NoAgreement {
+                        peer: o.registration.peer_id.clone(),
+                        proposal: proposal.clone(),
+                    },
                 )
             }
             // Unreachable: members and starting peers were handled above and
@@ -338,16 +418,28 @@ pub fn decide(f: &Facts) -> Decision {
             _ => {
                 return done(
                     Action::Wait,
-                    Reason::NoAgreement { peer: o.registration.peer_id.clone(), proposal: None },
+                    Reason::NoAgreement {
+                        peer: o.registration.peer_id.clone(),
+                        proposal: None,
+                    },
                 )
             }
         }
     }
     match f.me.consensus {
-        Consensus::Crdt if set[0] == f.me.peer_id => done(Action::Found { init_peerset: None }, Reason::Founder),
-        Consensus::Crdt => done(Action::Wait, Reason::AwaitingFounder { founder: set[0].clone() }),
+        Consensus::Crdt if set[0] == f.me.peer_id => {
+            done(Action::Found { init_peerset: None }, Reason::Founder)
+        }
+        Consensus::Crdt => done(
+            Action::Wait,
+            Reason::AwaitingFounder {
+                founder: set[0].clone(),
+            },
+        ),
         Consensus::Raft => done(
-            Action::Found { init_peerset: Some(set.clone()) },
+            Action::Found {
+                init_peerset: Some(set.clone()),
+            },
             Reason::FixedSet { founding_set: set },
         ),
     }

@@ -2,7 +2,18 @@
 //!
 //! Flow: config → local peer → self address → register/discover → probe →
 //! decide → apply → launch. `decide` is the pure core; every other module is a
-//! thin shell around it. See ARCHITECTURE.md.
+//! thin shell around it, and `app` is the only sequencer. See ARCHITECTURE.md.
 
+pub mod app;
+pub mod apply;
+pub mod cli;
+pub mod config;
+pub mod contact;
 pub mod decide;
+pub mod discovery;
+pub mod exit;
+pub mod launch;
+pub mod local;
 pub mod peer;
+pub mod probe;
+pub mod selfaddr;

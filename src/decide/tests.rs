@@ -22,16 +22,26 @@ fn reg(i: usize, at: u64) -> Registration {
 }
 
 fn obs(i: usize, at: u64, probe: Probe) -> Observed {
-    Observed { registration: reg(i, at), probe }
+    Observed {
+        registration: reg(i, at),
+        probe,
+    }
 }
 
 fn waiting(set: &[usize]) -> Probe {
-    Probe::Waiting { proposal: Some(set.iter().map(|&i| id(i)).collect()) }
+    Probe::Waiting {
+        proposal: Some(set.iter().map(|&i| id(i)).collect()),
+    }
 }
 
 fn facts(consensus: Consensus, expect: usize, peers: Vec<Observed>) -> Facts {
     Facts {
-        me: Me { peer_id: id(0), consensus, has_state: false, registered_at_ms: 1000 },
+        me: Me {
+            peer_id: id(0),
+            consensus,
+            has_state: false,
+            registered_at_ms: 1000,
+        },
         expect,
         settle_ms: 5000,
         now_ms: 100_000,
@@ -47,22 +57,51 @@ fn ids(v: &[usize]) -> Vec<PeerId> {
 fn check(f: &Facts, action: Action, rule: &str) {
     let d = decide(f);
     assert_eq!(d.action, action, "reason: {}", d.reason);
-    let got = serde_json::to_value(&d.reason).unwrap()["rule"].as_str().unwrap().to_owned();
+    let got = serde_json::to_value(&d.reason).unwrap()["rule"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(got, rule, "reason: {}", d.reason);
 }
 
 #[test]
 fn existing_raft_state_starts_without_bootstrap_even_with_live_peers() {
-    let mut f = facts(Consensus::Raft, 3, vec![obs(1, 900, Probe::Daemon), obs(2, 950, Probe::Api { cluster_peers: ids(&[1, 2]) })]);
+    let mut f = facts(
+        Consensus::Raft,
+        3,
+        vec![
+            obs(1, 900, Probe::Daemon),
+            obs(
+                2,
+                950,
+                Probe::Api {
+                    cluster_peers: ids(&[1, 2]),
+                },
+            ),
+        ],
+    );
     f.me.has_state = true;
     check(&f, Action::Start { bootstrap: vec![] }, "existing_state");
 }
 
 #[test]
 fn existing_crdt_state_starts_and_reconnects_to_live_peers() {
-    let mut f = facts(Consensus::Crdt, 3, vec![obs(1, 900, Probe::Daemon), obs(2, 950, Probe::Down { error: "x".into() })]);
+    let mut f = facts(
+        Consensus::Crdt,
+        3,
+        vec![
+            obs(1, 900, Probe::Daemon),
+            obs(2, 950, Probe::Down { error: "x".into() }),
+        ],
+    );
     f.me.has_state = true;
-    check(&f, Action::Start { bootstrap: vec![reg(1, 900).addr()] }, "existing_state");
+    check(
+        &f,
+        Action::Start {
+            bootstrap: vec![reg(1, 900).addr()],
+        },
+        "existing_state",
+    );
 }
 
 #[test]
@@ -74,13 +113,27 @@ fn live_peers_are_joined_api_confirmed_first_at_most_three() {
             obs(1, 10, Probe::Daemon),
             obs(2, 20, Probe::Daemon),
             obs(3, 30, Probe::Daemon),
-            obs(4, 40, Probe::Api { cluster_peers: ids(&[1, 4]) }),
-            obs(5, 50, Probe::Down { error: "refused".into() }),
+            obs(
+                4,
+                40,
+                Probe::Api {
+                    cluster_peers: ids(&[1, 4]),
+                },
+            ),
+            obs(
+                5,
+                50,
+                Probe::Down {
+                    error: "refused".into(),
+                },
+            ),
         ],
     );
     check(
         &f,
-        Action::Join { bootstrap: vec![reg(4, 40).addr(), reg(1, 10).addr(), reg(2, 20).addr()] },
+        Action::Join {
+            bootstrap: vec![reg(4, 40).addr(), reg(1, 10).addr(), reg(2, 20).addr()],
+        },
         "live_cluster",
     );
     let d = decide(&f);
@@ -93,35 +146,85 @@ fn raft_founding_member_keeps_to_the_published_set() {
     let set = ids(&[0, 1, 2]);
     let mut live = obs(1, 500, Probe::Daemon);
     live.registration.init_peerset = Some(set.clone());
-    let f = facts(Consensus::Raft, 3, vec![live.clone(), obs(2, 600, waiting(&[1, 0, 2]))]);
-    check(&f, Action::Found { init_peerset: Some(set.clone()) }, "fixed_set_continues");
+    let f = facts(
+        Consensus::Raft,
+        3,
+        vec![live.clone(), obs(2, 600, waiting(&[1, 0, 2]))],
+    );
+    check(
+        &f,
+        Action::Found {
+            init_peerset: Some(set.clone()),
+        },
+        "fixed_set_continues",
+    );
 
     // A live peer outside the set (it joined): the cluster is established, join it.
-    let f = facts(Consensus::Raft, 3, vec![live.clone(), obs(3, 2000, Probe::Daemon)]);
-    check(&f, Action::Join { bootstrap: vec![reg(1, 500).addr(), reg(3, 2000).addr()] }, "live_cluster");
+    let f = facts(
+        Consensus::Raft,
+        3,
+        vec![live.clone(), obs(3, 2000, Probe::Daemon)],
+    );
+    check(
+        &f,
+        Action::Join {
+            bootstrap: vec![reg(1, 500).addr(), reg(3, 2000).addr()],
+        },
+        "live_cluster",
+    );
 
     // A live peer reporting members outside the set: join.
     let mut grown = live.clone();
-    grown.probe = Probe::Api { cluster_peers: ids(&[0, 1, 2, 3]) };
+    grown.probe = Probe::Api {
+        cluster_peers: ids(&[0, 1, 2, 3]),
+    };
     let f = facts(Consensus::Raft, 3, vec![grown]);
-    check(&f, Action::Join { bootstrap: vec![reg(1, 500).addr()] }, "live_cluster");
+    check(
+        &f,
+        Action::Join {
+            bootstrap: vec![reg(1, 500).addr()],
+        },
+        "live_cluster",
+    );
 
     // Not in the published set: join.
     let mut other = live;
     other.registration.init_peerset = Some(ids(&[1, 2, 3]));
     let f = facts(Consensus::Raft, 3, vec![other]);
-    check(&f, Action::Join { bootstrap: vec![reg(1, 500).addr()] }, "live_cluster");
+    check(
+        &f,
+        Action::Join {
+            bootstrap: vec![reg(1, 500).addr()],
+        },
+        "live_cluster",
+    );
 }
 
 #[test]
 fn raft_live_peer_without_published_set_is_joined() {
     let f = facts(Consensus::Raft, 3, vec![obs(1, 500, Probe::Daemon)]);
-    check(&f, Action::Join { bootstrap: vec![reg(1, 500).addr()] }, "live_cluster");
+    check(
+        &f,
+        Action::Join {
+            bootstrap: vec![reg(1, 500).addr()],
+        },
+        "live_cluster",
+    );
 }
 
 #[test]
 fn daemons_in_no_cluster_yet_make_it_wait() {
-    let f = facts(Consensus::Crdt, 2, vec![obs(1, 500, Probe::Api { cluster_peers: vec![] })]);
+    let f = facts(
+        Consensus::Crdt,
+        2,
+        vec![obs(
+            1,
+            500,
+            Probe::Api {
+                cluster_peers: vec![],
+            },
+        )],
+    );
     check(&f, Action::Wait, "peers_starting");
 }
 
@@ -130,7 +233,16 @@ fn too_few_alive_peers_wait() {
     let f = facts(
         Consensus::Crdt,
         3,
-        vec![obs(1, 500, waiting(&[])), obs(2, 600, Probe::Down { error: "refused".into() })],
+        vec![
+            obs(1, 500, waiting(&[])),
+            obs(
+                2,
+                600,
+                Probe::Down {
+                    error: "refused".into(),
+                },
+            ),
+        ],
     );
     check(&f, Action::Wait, "too_few");
     assert_eq!(decide(&f).proposal, None);
@@ -154,12 +266,21 @@ fn crdt_founder_is_earliest_registration_then_smallest_id() {
     let f = facts(Consensus::Crdt, 2, vec![obs(1, 1000, waiting(&[0, 1]))]);
     let smaller = id(0) < id(1);
     let d = decide(&f);
-    assert_eq!(matches!(d.action, Action::Found { .. }), smaller, "{}", d.reason);
+    assert_eq!(
+        matches!(d.action, Action::Found { .. }),
+        smaller,
+        "{}",
+        d.reason
+    );
 }
 
 #[test]
 fn founders_must_agree() {
-    let f = facts(Consensus::Crdt, 2, vec![obs(1, 2000, Probe::Waiting { proposal: None })]);
+    let f = facts(
+        Consensus::Crdt,
+        2,
+        vec![obs(1, 2000, Probe::Waiting { proposal: None })],
+    );
     check(&f, Action::Wait, "no_agreement");
     let f = facts(Consensus::Crdt, 2, vec![obs(1, 2000, waiting(&[1, 2]))]);
     check(&f, Action::Wait, "no_agreement");
@@ -167,14 +288,31 @@ fn founders_must_agree() {
 
 #[test]
 fn peers_outside_the_founding_set_wait() {
-    let f = facts(Consensus::Raft, 2, vec![obs(1, 10, waiting(&[1, 2])), obs(2, 20, waiting(&[1, 2]))]);
+    let f = facts(
+        Consensus::Raft,
+        2,
+        vec![obs(1, 10, waiting(&[1, 2])), obs(2, 20, waiting(&[1, 2]))],
+    );
     check(&f, Action::Wait, "not_in_founding_set");
 }
 
 #[test]
 fn raft_founders_launch_with_the_same_set() {
-    let f = facts(Consensus::Raft, 3, vec![obs(1, 1100, waiting(&[0, 1, 2])), obs(2, 1200, waiting(&[0, 1, 2]))]);
-    check(&f, Action::Found { init_peerset: Some(ids(&[0, 1, 2])) }, "fixed_set");
+    let f = facts(
+        Consensus::Raft,
+        3,
+        vec![
+            obs(1, 1100, waiting(&[0, 1, 2])),
+            obs(2, 1200, waiting(&[0, 1, 2])),
+        ],
+    );
+    check(
+        &f,
+        Action::Found {
+            init_peerset: Some(ids(&[0, 1, 2])),
+        },
+        "fixed_set",
+    );
 }
 
 #[test]
@@ -185,26 +323,57 @@ fn dead_wrong_and_foreign_registrations_are_ignored() {
         Consensus::Crdt,
         2,
         vec![
-            obs(1, 1, Probe::Down { error: "refused".into() }),
-            obs(2, 2, Probe::WrongPeer { answered: IDS[5].into() }),
+            obs(
+                1,
+                1,
+                Probe::Down {
+                    error: "refused".into(),
+                },
+            ),
+            obs(
+                2,
+                2,
+                Probe::WrongPeer {
+                    answered: IDS[5].into(),
+                },
+            ),
             foreign,
             obs(4, 2000, waiting(&[0, 4])),
         ],
     );
     check(&f, Action::Found { init_peerset: None }, "founder");
     let d = decide(&f);
-    assert!(!d.peerstore.contains(&reg(2, 2).addr()), "a reused address is not that peer");
+    assert!(
+        !d.peerstore.contains(&reg(2, 2).addr()),
+        "a reused address is not that peer"
+    );
 }
 
 #[test]
 fn own_registrations_and_duplicates_are_merged() {
     // A stale record of this peer, and two records of peer 1 (old one dead).
-    let mut me_stale = obs(0, 1, Probe::Down { error: "refused".into() });
+    let mut me_stale = obs(
+        0,
+        1,
+        Probe::Down {
+            error: "refused".into(),
+        },
+    );
     me_stale.registration.instance_id = "old-task".into();
     let f = facts(
         Consensus::Crdt,
         2,
-        vec![me_stale, obs(1, 5, Probe::Down { error: "refused".into() }), obs(1, 2000, waiting(&[0, 1]))],
+        vec![
+            me_stale,
+            obs(
+                1,
+                5,
+                Probe::Down {
+                    error: "refused".into(),
+                },
+            ),
+            obs(1, 2000, waiting(&[0, 1])),
+        ],
     );
     check(&f, Action::Found { init_peerset: None }, "founder");
     assert_eq!(decide(&f).peerstore, vec![reg(1, 2000).addr()]);
@@ -215,7 +384,13 @@ fn expect_one_founds_alone_only_when_asked() {
     let f = facts(Consensus::Crdt, 1, vec![]);
     check(&f, Action::Found { init_peerset: None }, "founder");
     let f = facts(Consensus::Raft, 1, vec![]);
-    check(&f, Action::Found { init_peerset: Some(ids(&[0])) }, "fixed_set");
+    check(
+        &f,
+        Action::Found {
+            init_peerset: Some(ids(&[0])),
+        },
+        "fixed_set",
+    );
 }
 
 #[test]
@@ -231,7 +406,13 @@ fn reasons_read_as_sentences() {
 
 /// One simulated launch: peers with registration times, some dead; everybody
 /// sees the same registrations and the proposals of the others.
-fn same_view(consensus: Consensus, n: usize, expect: usize, times: &[u64], dead: &[bool]) -> Vec<Decision> {
+fn same_view(
+    consensus: Consensus,
+    n: usize,
+    expect: usize,
+    times: &[u64],
+    dead: &[bool],
+) -> Vec<Decision> {
     let alive: Vec<usize> = (0..n).filter(|&i| !dead[i]).collect();
     let mut order: Vec<usize> = alive.clone();
     order.sort_by_key(|&i| (times[i], id(i)));
@@ -243,15 +424,24 @@ fn same_view(consensus: Consensus, n: usize, expect: usize, times: &[u64], dead:
                 .filter(|&j| j != me)
                 .map(|j| {
                     let probe = if dead[j] {
-                        Probe::Down { error: "refused".into() }
+                        Probe::Down {
+                            error: "refused".into(),
+                        }
                     } else {
-                        Probe::Waiting { proposal: proposal.as_ref().map(|p| ids(p)) }
+                        Probe::Waiting {
+                            proposal: proposal.as_ref().map(|p| ids(p)),
+                        }
                     };
                     obs(j, times[j], probe)
                 })
                 .collect();
             let f = Facts {
-                me: Me { peer_id: id(me), consensus, has_state: false, registered_at_ms: times[me] },
+                me: Me {
+                    peer_id: id(me),
+                    consensus,
+                    has_state: false,
+                    registered_at_ms: times[me],
+                },
                 expect,
                 settle_ms: 100,
                 now_ms: 10_000,
@@ -298,10 +488,23 @@ proptest! {
 /// of dead peers, and every round each undecided peer decides on what it sees
 /// now. Founded peers become live daemons; joiners too. The property: one
 /// cluster. crdt: at most one founder; raft: every founder uses the same set.
-fn simulate(consensus: Consensus, n: usize, expect: usize, start: &[u64], delay: &[u64], dead: &[bool]) -> (Vec<Option<Action>>, usize) {
+fn simulate(
+    consensus: Consensus,
+    n: usize,
+    expect: usize,
+    start: &[u64],
+    delay: &[u64],
+    dead: &[bool],
+) -> (Vec<Option<Action>>, usize) {
     #[derive(Clone)]
-    enum St { Waiting(Option<Vec<PeerId>>), Live(Option<Vec<PeerId>>), Dead }
-    let mut st: Vec<St> = (0..n).map(|i| if dead[i] { St::Dead } else { St::Waiting(None) }).collect();
+    enum St {
+        Waiting(Option<Vec<PeerId>>),
+        Live(Option<Vec<PeerId>>),
+        Dead,
+    }
+    let mut st: Vec<St> = (0..n)
+        .map(|i| if dead[i] { St::Dead } else { St::Waiting(None) })
+        .collect();
     let mut out: Vec<Option<Action>> = vec![None; n];
     let mut view_since = vec![0u64; n];
     let mut last_view: Vec<Vec<PeerId>> = vec![vec![]; n];
@@ -318,30 +521,56 @@ fn simulate(consensus: Consensus, n: usize, expect: usize, start: &[u64], delay:
                 .filter(|&j| j != me && now >= start[j] + delay[(me * 7 + j) % delay.len()])
                 .map(|j| {
                     let probe = match &snapshot[j] {
-                        St::Dead => Probe::Down { error: "refused".into() },
-                        St::Waiting(p) => Probe::Waiting { proposal: p.clone() },
+                        St::Dead => Probe::Down {
+                            error: "refused".into(),
+                        },
+                        St::Waiting(p) => Probe::Waiting {
+                            proposal: p.clone(),
+                        },
                         St::Live(_) => Probe::Daemon,
                     };
                     let mut o = obs(j, start[j], probe);
-                    if let St::Live(set) = &snapshot[j] { o.registration.init_peerset = set.clone(); }
+                    if let St::Live(set) = &snapshot[j] {
+                        o.registration.init_peerset = set.clone();
+                    }
                     o
                 })
                 .collect();
             let mut f = Facts {
-                me: Me { peer_id: id(me), consensus, has_state: false, registered_at_ms: start[me] },
-                expect, settle_ms: settle, now_ms: now, view_since_ms: view_since[me], peers,
+                me: Me {
+                    peer_id: id(me),
+                    consensus,
+                    has_state: false,
+                    registered_at_ms: start[me],
+                },
+                expect,
+                settle_ms: settle,
+                now_ms: now,
+                view_since_ms: view_since[me],
+                peers,
             };
             let view = f.view();
-            if view != last_view[me] { view_since[me] = now; last_view[me] = view; }
+            if view != last_view[me] {
+                view_since[me] = now;
+                last_view[me] = view;
+            }
             f.view_since_ms = view_since[me];
             let d = decide(&f);
             match &d.action {
                 Action::Wait => st[me] = St::Waiting(d.proposal.clone()),
-                Action::Found { init_peerset } => { st[me] = St::Live(init_peerset.clone()); out[me] = Some(d.action.clone()); }
-                a => { st[me] = St::Live(None); out[me] = Some(a.clone()); }
+                Action::Found { init_peerset } => {
+                    st[me] = St::Live(init_peerset.clone());
+                    out[me] = Some(d.action.clone());
+                }
+                a => {
+                    st[me] = St::Live(None);
+                    out[me] = Some(a.clone());
+                }
             }
         }
-        if (0..n).all(|i| dead[i] || out[i].is_some()) { break; }
+        if (0..n).all(|i| dead[i] || out[i].is_some()) {
+            break;
+        }
     }
     (out, rounds)
 }

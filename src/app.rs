@@ -1,0 +1,500 @@
+//! The sequencer: the only module that owns the clock, the retry loop and the
+//! decision record. config → local peer → self address → register/discover →
+//! probe → decide → apply → launch.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tracing::{debug, info, warn};
+
+use crate::apply;
+use crate::cli::Mode;
+use crate::config::{Config, Discovery, SecretEnv};
+use crate::contact::{ContactPoint, Greeting};
+use crate::decide::{decide, Action, Decision, Facts, Me, Observed, Registration};
+use crate::discovery::attributes::now_ms;
+use crate::discovery::cloudmap::CloudMap;
+use crate::discovery::static_list::StaticList;
+use crate::discovery::{Discovered, Registry};
+use crate::exit::Error;
+use crate::launch;
+use crate::local::{self, LocalPeer};
+use crate::peer::Consensus;
+use crate::probe::Prober;
+use crate::selfaddr::{self, SelfAddr};
+
+pub async fn run(cfg: Config) -> Result<i32, Error> {
+    match &cfg.discovery {
+        Discovery::CloudMap {
+            namespace,
+            service,
+            service_id,
+        } => {
+            let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .timeout_config(
+                    aws_config::timeout::TimeoutConfig::builder()
+                        .operation_attempt_timeout(Duration::from_secs(3))
+                        .operation_timeout(Duration::from_secs(10))
+                        .build(),
+                )
+                .load()
+                .await;
+            let registry = CloudMap::new(
+                &sdk,
+                cfg.custom_aws_endpoint,
+                namespace.clone(),
+                service.clone(),
+                service_id.clone(),
+                cfg.api_port,
+            );
+            with_registry(&cfg, &registry).await
+        }
+        Discovery::Static { peers } => {
+            with_registry(&cfg, &StaticList::new(peers.clone(), cfg.api_port)).await
+        }
+    }
+}
+
+async fn with_registry<R: Registry>(cfg: &Config, registry: &R) -> Result<i32, Error> {
+    let prober = Prober::new(
+        cfg.probe_timeout,
+        cfg.api_credentials.clone(),
+        cfg.loopback_only,
+    );
+    if cfg.mode == Mode::Discover {
+        return discover(registry, &prober).await;
+    }
+    bootstrap(cfg, registry, &prober).await
+}
+
+/// `discover`: what the backend lists and what probing finds, as JSON.
+async fn discover<R: Registry>(registry: &R, prober: &Prober) -> Result<i32, Error> {
+    let Discovered {
+        registrations,
+        skipped,
+    } = registry.discover().await?;
+    let peers = prober.probe_all(registrations).await;
+    #[derive(Serialize)]
+    struct Out<'a> {
+        discovery: &'a str,
+        peers: Vec<Observed>,
+        skipped: Vec<String>,
+    }
+    print_json(&Out {
+        discovery: registry.name(),
+        peers,
+        skipped,
+    });
+    Ok(0)
+}
+
+fn print_json<T: Serialize>(v: &T) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// The config and identity, running `init` first when service.json is missing.
+fn prepare_local(cfg: &Config, read_only: bool) -> Result<LocalPeer, Error> {
+    let service = local::service_json(&cfg.config_dir);
+    if !service.exists() {
+        if read_only {
+            return Err(Error::Unreadable {
+                path: service,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no peer config yet (plan changes nothing; `run` creates it with ipfs-cluster-service init)",
+                ),
+            });
+        }
+        info!(config = %cfg.config_dir.display(), consensus = %cfg.init_consensus, "no service.json: running ipfs-cluster-service init");
+        launch::init(&cfg.daemon_bin, cfg.init_consensus, &cfg.config_dir)?;
+        if !service.exists() {
+            return Err(Error::Daemon {
+                bin: cfg.daemon_bin.display().to_string(),
+                what: "init wrote no service.json",
+                detail: format!("expected {}", service.display()),
+            });
+        }
+        if cfg.cluster_secret == SecretEnv::Unset {
+            warn!("CLUSTER_SECRET is not set: init generated a random secret for this peer alone, so it cannot talk to peers initialised elsewhere");
+        }
+    }
+    let local = local::read(&cfg.config_dir, cfg.cluster_id_env.as_deref())?;
+    if cfg.cluster_secret == SecretEnv::Unset && local.secret_empty_in_file {
+        return Err(Error::Unsafe(format!(
+            "{}: cluster.secret is empty and CLUSTER_SECRET is unset: ipfs-cluster would run on an unprotected network",
+            service.display()
+        )));
+    }
+    if local.consensus == Consensus::Raft && cfg.raft_initpeerset_env {
+        return Err(Error::Unsafe(
+            "CLUSTER_RAFT_INITPEERSET is set: it would override the init_peerset this tool writes for a fixed-set \
+             launch and could found a second cluster. Unset it."
+                .into(),
+        ));
+    }
+    Ok(local)
+}
+
+/// Jittered exponential backoff between polls.
+struct Backoff {
+    base: Duration,
+    cap: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    fn new(settle: Duration) -> Backoff {
+        let base = Duration::from_millis(250);
+        let cap = (settle / 2).clamp(base, Duration::from_secs(5));
+        Backoff {
+            base,
+            cap,
+            next: base,
+        }
+    }
+    fn reset(&mut self) {
+        self.next = self.base;
+    }
+    fn step(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(self.cap);
+        let half = d / 2;
+        half + Duration::from_millis(fastrand::u64(0..=half.as_millis() as u64))
+    }
+}
+
+/// SIGTERM/SIGINT while the sidecar itself still runs.
+struct Stop {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Stop {
+    fn new() -> Stop {
+        use tokio::signal::unix::{signal, SignalKind};
+        Stop {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
+        }
+    }
+    /// Sleeps; Some(signal) when one arrived first.
+    async fn sleep(&mut self, d: Duration) -> Option<i32> {
+        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(d) => None,
+            _ = recv(&mut self.term) => Some(libc::SIGTERM),
+            _ = recv(&mut self.int) => Some(libc::SIGINT),
+        }
+    }
+}
+
+/// The one decision record a run logs (and `plan` prints).
+#[derive(Serialize)]
+struct Record<'a> {
+    event: &'static str,
+    discovery: &'a str,
+    instance_id: &'a str,
+    advertise_ip: std::net::IpAddr,
+    advertise_source: &'a str,
+    rounds: u32,
+    elapsed_ms: u64,
+    facts: &'a Facts,
+    decision: &'a Decision,
+    reason_text: String,
+    daemon_argv: Vec<String>,
+}
+
+fn log_decision(r: &Record<'_>) {
+    let json = serde_json::to_string(r).unwrap_or_default();
+    let action = serde_json::to_value(&r.decision.action)
+        .ok()
+        .and_then(|v| v["action"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    info!(event = "decision", action = %action, reason = %r.reason_text, record = %json, "decision: {action}: {}", r.reason_text);
+}
+
+async fn retry<T, E: std::fmt::Display, F: std::future::Future<Output = Result<T, E>>>(
+    what: &str,
+    deadline: Instant,
+    stop: &mut Stop,
+    mut f: impl FnMut() -> F,
+) -> Result<Result<T, E>, i32> {
+    let mut backoff = Backoff::new(Duration::from_secs(4));
+    loop {
+        match f().await {
+            Ok(v) => return Ok(Ok(v)),
+            Err(e) => {
+                let wait = backoff.step();
+                if Instant::now() + wait >= deadline {
+                    return Ok(Err(e));
+                }
+                warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "{what} failed; retrying");
+                if let Some(sig) = stop.sleep(wait).await {
+                    return Err(sig);
+                }
+            }
+        }
+    }
+}
+
+async fn bootstrap<R: Registry>(cfg: &Config, registry: &R, prober: &Prober) -> Result<i32, Error> {
+    let started = Instant::now();
+    let deadline = started + cfg.timeout;
+    let read_only = cfg.read_only();
+    let local = prepare_local(cfg, read_only)?;
+    let SelfAddr {
+        ip,
+        task_id,
+        source,
+    } = selfaddr::resolve(
+        cfg.advertise_ip,
+        cfg.metadata_uri.as_deref(),
+        cfg.loopback_only,
+    )
+    .await?;
+    let instance_id = cfg
+        .instance_id
+        .clone()
+        .or(task_id)
+        .unwrap_or_else(|| local.peer_id.to_string());
+    let mut me = Registration {
+        instance_id,
+        peer_id: local.peer_id.clone(),
+        ip,
+        cluster_port: cfg.cluster_port,
+        api_port: cfg.api_port,
+        registered_at_ms: registry.registered_at(&local.peer_id, now_ms()),
+        consensus: Some(local.consensus),
+        init_peerset: None,
+    };
+    info!(peer_id = %me.peer_id, consensus = %local.consensus, has_state = local.has_state, ip = %ip, source, instance_id = %me.instance_id, discovery = registry.name(), "local peer");
+    let me_facts = Me {
+        peer_id: me.peer_id.clone(),
+        consensus: local.consensus,
+        has_state: local.has_state,
+        registered_at_ms: me.registered_at_ms,
+    };
+    let others = |d: Discovered| -> Vec<Registration> {
+        d.registrations
+            .into_iter()
+            .filter(|r| r.instance_id != me.instance_id)
+            .collect()
+    };
+
+    if read_only {
+        // One round, nothing registered or written; the view counts as settled.
+        let peers = prober.probe_all(others(registry.discover().await?)).await;
+        let settle_ms = cfg.settle.as_millis() as u64;
+        let facts = Facts {
+            me: me_facts,
+            expect: cfg.expect,
+            settle_ms,
+            now_ms: settle_ms,
+            view_since_ms: 0,
+            peers,
+        };
+        let decision = decide(&facts);
+        let argv = apply::daemon_argv(&cfg.daemon_bin, &decision.action, &cfg.daemon_args);
+        print_json(&record(
+            registry, &me, source, 1, started, &facts, &decision, &argv,
+        ));
+        return Ok(0);
+    }
+
+    let mut stop = Stop::new();
+    let contact_addr = SocketAddr::new(ip, cfg.cluster_port);
+    let contact = match ContactPoint::start(contact_addr, Greeting::new(&me.peer_id, None)).await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            warn!(address = %contact_addr, error = %e, "cannot listen on the cluster port while deciding: other peers will see this one as down, so it can join a cluster but not found one");
+            None
+        }
+    };
+
+    let interrupted = |sig| Error::Interrupted { signal: sig };
+    match retry("registering this peer", deadline, &mut stop, || {
+        registry.register(&me)
+    })
+    .await
+    {
+        Ok(Ok(())) => info!(instance_id = %me.instance_id, "registered"),
+        Ok(Err(e)) => return Err(e.into()),
+        Err(sig) => return Err(interrupted(sig)),
+    }
+
+    let settle_ms = cfg.settle.as_millis() as u64;
+    let mut backoff = Backoff::new(cfg.settle);
+    let mut last_view = None;
+    let mut view_since_ms = 0;
+    let mut rounds = 0u32;
+    let mut warned: HashSet<String> = HashSet::new();
+    let mut last_reason = String::new();
+    let (facts, decision) = loop {
+        rounds += 1;
+        let pause = match registry.discover().await {
+            Err(e) => {
+                if Instant::now() >= deadline {
+                    deregister(registry, &me).await;
+                    return Err(e.into());
+                }
+                warn!(error = %e, "discovery failed; retrying (a failed call never counts as 'no peers')");
+                backoff.step()
+            }
+            Ok(found) => {
+                for s in &found.skipped {
+                    if warned.insert(s.clone()) {
+                        warn!(registration = %s, "ignoring a registration");
+                    }
+                }
+                let peers = prober.probe_all(others(found)).await;
+                let now_ms = started.elapsed().as_millis() as u64;
+                let mut facts = Facts {
+                    me: me_facts.clone(),
+                    expect: cfg.expect,
+                    settle_ms,
+                    now_ms,
+                    view_since_ms,
+                    peers,
+                };
+                let view = facts.view();
+                if last_view.as_ref() != Some(&view) {
+                    view_since_ms = now_ms;
+                    last_view = Some(view);
+                    backoff.reset();
+                }
+                facts.view_since_ms = view_since_ms;
+                let decision = decide(&facts);
+                if let Some(c) = &contact {
+                    c.propose(Greeting::new(&me.peer_id, decision.proposal.as_deref()));
+                }
+                if decision.action != Action::Wait {
+                    break (facts, decision);
+                }
+                let reason = decision.reason.to_string();
+                if Instant::now() >= deadline {
+                    let argv =
+                        apply::daemon_argv(&cfg.daemon_bin, &decision.action, &cfg.daemon_args);
+                    log_decision(&record(
+                        registry, &me, source, rounds, started, &facts, &decision, &argv,
+                    ));
+                    deregister(registry, &me).await;
+                    return Err(Error::GaveUp {
+                        waited: cfg.timeout,
+                        reason,
+                    });
+                }
+                if reason != last_reason {
+                    info!(reason = %reason, "waiting");
+                    last_reason = reason;
+                } else {
+                    debug!(reason = %reason, round = rounds, "waiting");
+                }
+                backoff.step()
+            }
+        };
+        let pause = pause.min(deadline.saturating_duration_since(Instant::now()));
+        if let Some(sig) = stop.sleep(pause).await {
+            deregister(registry, &me).await;
+            return Err(interrupted(sig));
+        }
+    };
+
+    let argv = apply::daemon_argv(&cfg.daemon_bin, &decision.action, &cfg.daemon_args);
+    log_decision(&record(
+        registry, &me, source, rounds, started, &facts, &decision, &argv,
+    ));
+
+    if apply::write_atomic(
+        &local.peerstore,
+        apply::peerstore_text(&decision.peerstore).as_bytes(),
+    )? {
+        info!(path = %local.peerstore.display(), peers = decision.peerstore.len(), "peerstore written");
+    }
+    if let Action::Found {
+        init_peerset: Some(set),
+    } = &decision.action
+    {
+        if apply::set_init_peerset(&local::service_json(&local.config_dir), set)? {
+            info!(
+                peers = set.len(),
+                "service.json consensus.raft.init_peerset written"
+            );
+        }
+        // Publish the founding set, so that a member starting late keeps to it.
+        me.init_peerset = Some(set.clone());
+        match retry(
+            "publishing the founding set",
+            deadline.max(Instant::now() + Duration::from_secs(10)),
+            &mut stop,
+            || registry.register(&me),
+        )
+        .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                warn!(error = %e, "could not publish the founding set; a late member will join instead of founding")
+            }
+            Err(sig) => {
+                deregister(registry, &me).await;
+                return Err(interrupted(sig));
+            }
+        }
+    }
+    drop(contact);
+
+    if cfg.supervise {
+        info!(argv = ?argv, "starting the daemon (supervised)");
+        let code = launch::supervise(&argv).await;
+        deregister(registry, &me).await;
+        return code;
+    }
+    info!(argv = ?argv, "exec'ing the daemon");
+    Err(launch::exec(&argv))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn record<'a, R: Registry>(
+    registry: &'a R,
+    me: &'a Registration,
+    source: &'a str,
+    rounds: u32,
+    started: Instant,
+    facts: &'a Facts,
+    decision: &'a Decision,
+    argv: &[std::ffi::OsString],
+) -> Record<'a> {
+    Record {
+        event: "decision",
+        discovery: registry.name(),
+        instance_id: &me.instance_id,
+        advertise_ip: me.ip,
+        advertise_source: source,
+        rounds,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+        facts,
+        decision,
+        reason_text: decision.reason.to_string(),
+        daemon_argv: argv
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
+    }
+}
+
+/// Best effort: leaving the registry on the way out.
+async fn deregister<R: Registry>(registry: &R, me: &Registration) {
+    match tokio::time::timeout(Duration::from_secs(5), registry.deregister(me)).await {
+        Ok(Ok(())) => info!(instance_id = %me.instance_id, "deregistered"),
+        Ok(Err(e)) => warn!(error = %e, "could not deregister"),
+        Err(_) => warn!("deregistering timed out"),
+    }
+}

@@ -1,0 +1,141 @@
+//! Command line: every option is a flag and a `BOOTSTRAP_*` environment
+//! variable. Parsing only; no I/O. `config` turns this into a checked `Config`.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Register, discover, decide, prepare the files and exec the daemon (default).
+    Run,
+    /// Evaluate the decision once and print it as JSON; change nothing.
+    Plan,
+    /// Print what discovery and probing see, as JSON; change nothing.
+    Discover,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DiscoveryKind {
+    /// AWS Cloud Map: this peer registers itself and finds the others with DiscoverInstances.
+    Cloudmap,
+    /// A fixed list of peers given with --peers.
+    Static,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 10s, 5m)"))
+}
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "ipfs-cluster-bootstrap",
+    version,
+    about = "Starts an IPFS Cluster peer safely: finds its peers, decides whether to found, join or wait, then execs ipfs-cluster-service daemon.",
+    after_help = "Every option can also be set with the environment variable shown. ipfs-cluster's own variables \
+(IPFS_CLUSTER_PATH, IPFS_CLUSTER_CONSENSUS, CLUSTER_*) and the AWS SDK's (AWS_REGION, AWS_ENDPOINT_URL, \
+AWS_ENDPOINT_URL_SERVICEDISCOVERY, credentials) are honoured and passed to the daemon untouched.\n\
+Exit codes: 0 ok, 64 usage, 65 bad local data, 66 unreadable config, 69 AWS unavailable, 70 bug, 71 daemon \
+could not run, 73 cannot write, 75 gave up waiting, 77 AWS access denied, 78 unsafe configuration."
+)]
+pub struct Cli {
+    /// What to do.
+    #[arg(value_enum, default_value_t = Mode::Run, env = "BOOTSTRAP_MODE")]
+    pub mode: Mode,
+
+    /// Where to find the other peers.
+    #[arg(long, value_enum, default_value_t = DiscoveryKind::Cloudmap, env = "BOOTSTRAP_DISCOVERY")]
+    pub discovery: DiscoveryKind,
+
+    /// How many peers found the cluster together. Nobody founds until this many live
+    /// peers are registered; 1 allows a peer to found a cluster alone. Required by run and plan.
+    #[arg(long, env = "BOOTSTRAP_EXPECT")]
+    pub expect: Option<usize>,
+
+    /// How long the set of live peers must stay unchanged before a founding.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, env = "BOOTSTRAP_SETTLE")]
+    pub settle: Duration,
+
+    /// Give up (exit 75, or 69/77 when AWS kept failing) when no safe action is found in this time.
+    #[arg(long, default_value = "5m", value_parser = parse_duration, env = "BOOTSTRAP_TIMEOUT")]
+    pub timeout: Duration,
+
+    /// Cloud Map namespace name (its HttpName) holding the service.
+    #[arg(long, env = "BOOTSTRAP_CLOUDMAP_NAMESPACE")]
+    pub cloudmap_namespace: Option<String>,
+
+    /// Cloud Map service name. Use a service of its own, not the one ECS registers tasks in.
+    #[arg(long, env = "BOOTSTRAP_CLOUDMAP_SERVICE")]
+    pub cloudmap_service: Option<String>,
+
+    /// Cloud Map service ID (srv-…). Saves two lookups (ListNamespaces, ListServices) per start.
+    #[arg(long, env = "BOOTSTRAP_CLOUDMAP_SERVICE_ID")]
+    pub cloudmap_service_id: Option<String>,
+
+    /// Static peers: comma-separated /ip4/IP/tcp/PORT/p2p/ID multiaddrs, in founding order.
+    #[arg(long, env = "BOOTSTRAP_PEERS")]
+    pub peers: Option<String>,
+
+    /// This peer's address as the others reach it. Default: this task's first IPv4 from
+    /// the ECS task metadata endpoint v4 ($ECS_CONTAINER_METADATA_URI_V4/task).
+    #[arg(long, env = "BOOTSTRAP_ADVERTISE_IP")]
+    pub advertise_ip: Option<IpAddr>,
+
+    /// ID of this peer's registration. Default: the ECS task ID, else the peer ID.
+    #[arg(long, env = "BOOTSTRAP_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+
+    /// The cluster (libp2p) port peers dial.
+    #[arg(long, default_value_t = 9096, env = "BOOTSTRAP_CLUSTER_PORT")]
+    pub cluster_port: u16,
+
+    /// The REST API port probed for /health and /id.
+    #[arg(long, default_value_t = 9094, env = "BOOTSTRAP_API_PORT")]
+    pub api_port: u16,
+
+    /// The ipfs-cluster-service binary (looked up on PATH unless it contains a /).
+    #[arg(
+        long,
+        default_value = "ipfs-cluster-service",
+        env = "BOOTSTRAP_DAEMON_BIN"
+    )]
+    pub daemon_bin: PathBuf,
+
+    /// How long one probe of one peer may take.
+    #[arg(long, default_value = "1s", value_parser = parse_duration, env = "BOOTSTRAP_PROBE_TIMEOUT")]
+    pub probe_timeout: Duration,
+
+    /// With run: evaluate once, print the decision as JSON and change nothing (as plan).
+    #[arg(long, env = "BOOTSTRAP_DRY_RUN")]
+    pub dry_run: bool,
+
+    /// Run the daemon as a child instead of exec: forward SIGTERM/SIGINT, deregister
+    /// when it exits, and exit with its code.
+    #[arg(long, env = "BOOTSTRAP_SUPERVISE")]
+    pub supervise: bool,
+
+    /// Refuse to contact any address outside 127.0.0.0/8 and ::1 (for test beds).
+    #[arg(long, env = "BOOTSTRAP_LOOPBACK_ONLY")]
+    pub loopback_only: bool,
+
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "BOOTSTRAP_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
+    /// Log filter (error, warn, info, debug, trace, or tracing directives).
+    #[arg(long, default_value = "info", env = "BOOTSTRAP_LOG_LEVEL")]
+    pub log_level: String,
+
+    /// Arguments appended to `ipfs-cluster-service daemon` (a leading `daemon` is dropped,
+    /// so the official image's CMD works). --bootstrap is refused: this tool decides it.
+    #[arg(last = true, value_name = "DAEMON_ARGS")]
+    pub daemon_args: Vec<String>,
+}

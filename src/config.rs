@@ -1,0 +1,418 @@
+//! Turns the parsed command line and the environment into a checked `Config`,
+//! reporting every problem at once. The only module that reads the environment.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::cli::{Cli, DiscoveryKind, LogFormat, Mode};
+use crate::exit::Error;
+use crate::peer::{Consensus, PeerAddr};
+
+/// A value that must never reach a log line: Debug and Display print `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// REST API basic-auth credentials (the first pair of CLUSTER_RESTAPI_BASICAUTHCREDENTIALS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: String,
+    pub password: Secret,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Discovery {
+    CloudMap {
+        namespace: String,
+        service: String,
+        service_id: Option<String>,
+    },
+    Static {
+        peers: Vec<PeerAddr>,
+    },
+}
+
+impl Discovery {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Discovery::CloudMap { .. } => "cloudmap",
+            Discovery::Static { .. } => "static",
+        }
+    }
+}
+
+/// What CLUSTER_SECRET says, without keeping its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretEnv {
+    Unset,
+    Empty,
+    Set,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub mode: Mode,
+    pub dry_run: bool,
+    pub supervise: bool,
+    pub discovery: Discovery,
+    pub expect: usize,
+    pub settle: Duration,
+    pub timeout: Duration,
+    pub probe_timeout: Duration,
+    pub advertise_ip: Option<IpAddr>,
+    pub metadata_uri: Option<String>,
+    pub instance_id: Option<String>,
+    pub cluster_port: u16,
+    pub api_port: u16,
+    pub daemon_bin: PathBuf,
+    pub daemon_args: Vec<String>,
+    /// $IPFS_CLUSTER_PATH, else $HOME/.ipfs-cluster, as the daemon resolves it.
+    pub config_dir: PathBuf,
+    /// The consensus `init` creates ($IPFS_CLUSTER_CONSENSUS, default crdt).
+    pub init_consensus: Consensus,
+    pub cluster_secret: SecretEnv,
+    /// CLUSTER_ID: the daemon takes its identity from it when set.
+    pub cluster_id_env: Option<String>,
+    pub api_credentials: Option<Credentials>,
+    /// CLUSTER_RAFT_INITPEERSET is set: it would override the init_peerset we write.
+    pub raft_initpeerset_env: bool,
+    /// An AWS endpoint override is configured (moto, LocalStack): strip the `data-` host prefix.
+    pub custom_aws_endpoint: bool,
+    pub loopback_only: bool,
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+impl Config {
+    /// `env` looks a variable up (std::env::var in production, a map in tests).
+    pub fn new(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Error> {
+        let mut errors: Vec<String> = vec![];
+        let nonempty = |k: &str| env(k).filter(|v| !v.is_empty());
+
+        let needs_expect = cli.mode != Mode::Discover;
+        let expect = match cli.expect {
+            Some(0) => {
+                errors.push("--expect (BOOTSTRAP_EXPECT) must be at least 1".into());
+                0
+            }
+            Some(n) => n,
+            None if needs_expect => {
+                errors.push(
+                    "--expect (BOOTSTRAP_EXPECT) is required: how many peers found the cluster together".into(),
+                );
+                0
+            }
+            None => 0,
+        };
+
+        let discovery = match cli.discovery {
+            DiscoveryKind::Cloudmap => {
+                let namespace = cli.cloudmap_namespace.clone().filter(|s| !s.is_empty());
+                let service = cli.cloudmap_service.clone().filter(|s| !s.is_empty());
+                if namespace.is_none() {
+                    errors.push("--discovery cloudmap needs --cloudmap-namespace (BOOTSTRAP_CLOUDMAP_NAMESPACE)".into());
+                }
+                if service.is_none() {
+                    errors.push("--discovery cloudmap needs --cloudmap-service (BOOTSTRAP_CLOUDMAP_SERVICE)".into());
+                }
+                if let Some(id) = &cli.cloudmap_service_id {
+                    if !id.starts_with("srv-") && !id.starts_with("arn:") {
+                        errors.push(format!("--cloudmap-service-id {id:?} is not a Cloud Map service ID (srv-…) or ARN"));
+                    }
+                }
+                Discovery::CloudMap {
+                    namespace: namespace.unwrap_or_default(),
+                    service: service.unwrap_or_default(),
+                    service_id: cli.cloudmap_service_id.clone().filter(|s| !s.is_empty()),
+                }
+            }
+            DiscoveryKind::Static => {
+                let mut peers = vec![];
+                match cli
+                    .peers
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                {
+                    None => {
+                        errors.push("--discovery static needs --peers (BOOTSTRAP_PEERS)".into())
+                    }
+                    Some(list) => {
+                        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                            match PeerAddr::parse(item) {
+                                Ok(a) => peers.push(a),
+                                Err(e) => errors.push(format!("--peers: {e}")),
+                            }
+                        }
+                    }
+                }
+                Discovery::Static { peers }
+            }
+        };
+
+        if let Some(id) = &cli.instance_id {
+            let ok = !id.is_empty()
+                && id.len() <= 64
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_/:.@-".contains(c));
+            if !ok {
+                errors.push(format!(
+                    "--instance-id {id:?} must be 1 to 64 characters of A-Z a-z 0-9 _ / : . @ - (a Cloud Map instance ID)"
+                ));
+            }
+        }
+        if cli.cluster_port == 0 || cli.api_port == 0 || cli.cluster_port == cli.api_port {
+            errors.push(format!(
+                "--cluster-port ({}) and --api-port ({}) must be two different non-zero ports",
+                cli.cluster_port, cli.api_port
+            ));
+        }
+        if cli.probe_timeout.is_zero() {
+            errors.push("--probe-timeout must be more than 0".into());
+        }
+        if cli.loopback_only {
+            if let Some(ip) = cli.advertise_ip.filter(|ip| !ip.is_loopback()) {
+                errors.push(format!(
+                    "--advertise-ip {ip} is not a loopback address and --loopback-only is set"
+                ));
+            }
+        }
+
+        let mut daemon_args = cli.daemon_args.clone();
+        if daemon_args.first().map(String::as_str) == Some("daemon") {
+            daemon_args.remove(0);
+        }
+        for a in &daemon_args {
+            let flag = a.split('=').next().unwrap_or(a);
+            if matches!(flag, "--bootstrap" | "-bootstrap" | "-j" | "--j") {
+                errors.push(format!(
+                    "daemon argument {flag} is refused: ipfs-cluster-bootstrap decides --bootstrap itself \
+                     (a raft peer given --bootstrap over its state wipes it)"
+                ));
+            }
+        }
+
+        let init_consensus = match nonempty("IPFS_CLUSTER_CONSENSUS") {
+            None => Consensus::Crdt,
+            Some(v) => Consensus::parse(&v).unwrap_or_else(|| {
+                errors.push(format!("IPFS_CLUSTER_CONSENSUS={v:?} must be crdt or raft"));
+                Consensus::Crdt
+            }),
+        };
+
+        let config_dir = match (nonempty("IPFS_CLUSTER_PATH"), nonempty("HOME")) {
+            (Some(p), _) => PathBuf::from(p),
+            (None, Some(home)) => PathBuf::from(home).join(".ipfs-cluster"),
+            (None, None) => {
+                errors.push("neither IPFS_CLUSTER_PATH nor HOME is set: no config folder".into());
+                PathBuf::new()
+            }
+        };
+
+        let cluster_secret = match env("CLUSTER_SECRET") {
+            None => SecretEnv::Unset,
+            Some(v) if v.trim().is_empty() => SecretEnv::Empty,
+            Some(_) => SecretEnv::Set,
+        };
+
+        let api_credentials = match nonempty("CLUSTER_RESTAPI_BASICAUTHCREDENTIALS") {
+            None => None,
+            Some(v) => {
+                let first = v.split(',').next().unwrap_or_default();
+                match first.split_once(':') {
+                    Some((user, pass)) if !user.is_empty() => Some(Credentials {
+                        user: user.to_owned(),
+                        password: Secret::new(pass),
+                    }),
+                    _ => {
+                        errors.push("CLUSTER_RESTAPI_BASICAUTHCREDENTIALS must be user:password[,user2:password2]".into());
+                        None
+                    }
+                }
+            }
+        };
+
+        let ignore_endpoints = env("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let custom_aws_endpoint = !ignore_endpoints
+            && (nonempty("AWS_ENDPOINT_URL").is_some()
+                || nonempty("AWS_ENDPOINT_URL_SERVICEDISCOVERY").is_some());
+
+        if !errors.is_empty() {
+            return Err(Error::Usage(errors));
+        }
+        if cluster_secret == SecretEnv::Empty {
+            return Err(Error::Unsafe(
+                "CLUSTER_SECRET is set but empty: ipfs-cluster would run on an unprotected network. \
+                 Set it to the same 64-hex-character secret on every peer, or unset it to use service.json's"
+                    .into(),
+            ));
+        }
+
+        Ok(Config {
+            mode: cli.mode,
+            dry_run: cli.dry_run,
+            supervise: cli.supervise,
+            discovery,
+            expect,
+            settle: cli.settle,
+            timeout: cli.timeout,
+            probe_timeout: cli.probe_timeout,
+            advertise_ip: cli.advertise_ip,
+            metadata_uri: nonempty("ECS_CONTAINER_METADATA_URI_V4"),
+            instance_id: cli.instance_id,
+            cluster_port: cli.cluster_port,
+            api_port: cli.api_port,
+            daemon_bin: cli.daemon_bin,
+            daemon_args,
+            config_dir,
+            init_consensus,
+            cluster_secret,
+            cluster_id_env: nonempty("CLUSTER_ID"),
+            api_credentials,
+            raft_initpeerset_env: env("CLUSTER_RAFT_INITPEERSET").is_some(),
+            custom_aws_endpoint,
+            loopback_only: cli.loopback_only,
+            log_format: cli.log_format,
+            log_level: cli.log_level,
+        })
+    }
+
+    /// `plan`, or `run --dry-run`: decide once, print, change nothing.
+    pub fn read_only(&self) -> bool {
+        self.mode != Mode::Run || self.dry_run
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use std::collections::HashMap;
+
+    fn config(args: &[&str], env: &[(&str, &str)]) -> Result<Config, Error> {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut argv = vec!["ipfs-cluster-bootstrap"];
+        argv.extend_from_slice(args);
+        let cli = Cli::try_parse_from(argv).map_err(|e| Error::usage(e.to_string()))?;
+        Config::new(cli, &|k| env.get(k).cloned())
+    }
+
+    const BASE: [&str; 6] = [
+        "--expect",
+        "3",
+        "--cloudmap-namespace",
+        "ns",
+        "--cloudmap-service",
+        "svc",
+    ];
+
+    #[test]
+    fn defaults() {
+        let c = config(&BASE, &[("HOME", "/home/u")]).unwrap();
+        assert_eq!(c.config_dir, PathBuf::from("/home/u/.ipfs-cluster"));
+        assert_eq!(c.init_consensus, Consensus::Crdt);
+        assert_eq!(c.settle, Duration::from_secs(10));
+        assert_eq!((c.cluster_port, c.api_port), (9096, 9094));
+        assert!(!c.custom_aws_endpoint);
+        assert!(!c.read_only());
+    }
+
+    #[test]
+    fn all_problems_at_once() {
+        let Err(Error::Usage(errs)) = config(&["--discovery", "cloudmap"], &[]) else {
+            panic!()
+        };
+        assert_eq!(errs.len(), 4, "{errs:?}"); // expect, namespace, service, config folder
+        assert!(errs.iter().any(|e| e.contains("BOOTSTRAP_EXPECT")));
+    }
+
+    #[test]
+    fn empty_secret_is_refused() {
+        let e = config(&BASE, &[("HOME", "/h"), ("CLUSTER_SECRET", "")]).unwrap_err();
+        assert_eq!(e.exit_code(), crate::exit::code::CONFIG);
+        assert!(e.to_string().contains("CLUSTER_SECRET"));
+    }
+
+    #[test]
+    fn bootstrap_in_daemon_args_is_refused_and_daemon_dropped() {
+        let mut a = BASE.to_vec();
+        a.extend(["--", "daemon", "--bootstrap", "/ip4/1.2.3.4/tcp/9096"]);
+        let e = config(&a, &[("HOME", "/h")]).unwrap_err();
+        assert!(e.to_string().contains("--bootstrap is refused"), "{e}");
+        let mut a = BASE.to_vec();
+        a.extend(["--", "daemon", "--stats"]);
+        assert_eq!(
+            config(&a, &[("HOME", "/h")]).unwrap().daemon_args,
+            vec!["--stats"]
+        );
+    }
+
+    #[test]
+    fn static_peers_must_be_full_multiaddrs() {
+        let e = config(
+            &[
+                "--discovery",
+                "static",
+                "--expect",
+                "2",
+                "--peers",
+                "127.0.0.2",
+            ],
+            &[("HOME", "/h")],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("--peers"), "{e}");
+    }
+
+    #[test]
+    fn env_vars_and_endpoints() {
+        let c = config(
+            &BASE,
+            &[
+                ("IPFS_CLUSTER_PATH", "/data"),
+                ("IPFS_CLUSTER_CONSENSUS", "raft"),
+                ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
+                (
+                    "CLUSTER_RESTAPI_BASICAUTHCREDENTIALS",
+                    "admin:s3cret,other:x",
+                ),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.config_dir, PathBuf::from("/data"));
+        assert_eq!(c.init_consensus, Consensus::Raft);
+        assert!(c.custom_aws_endpoint);
+        let creds = c.api_credentials.unwrap();
+        assert_eq!(creds.user, "admin");
+        assert_eq!(format!("{:?}", creds.password), "***");
+    }
+
+    #[test]
+    fn bad_values_name_their_flag() {
+        let e = config(&["--settle", "soon"], &[]).unwrap_err();
+        assert!(e.to_string().contains("--settle"), "{e}");
+        let e = config(&["--instance-id", "a b"], &[]).unwrap_err();
+        assert!(e.to_string().contains("--instance-id"), "{e}");
+    }
+}

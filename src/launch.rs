@@ -1,0 +1,99 @@
+//! Running ipfs-cluster-service, never through a shell: `init` when the peer
+//! has no config, then the daemon, either exec'd (same PID, so ECS signals
+//! reach it) or supervised as a child (signals forwarded, exit code passed on).
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::exit::Error;
+use crate::peer::Consensus;
+
+/// `<bin> init --consensus C`, with no terminal (it must not prompt), as the
+/// official image's entrypoint does when service.json is missing.
+pub fn init(bin: &Path, consensus: Consensus, config_dir: &Path) -> Result<(), Error> {
+    let derr = |what, detail: String| Error::Daemon {
+        bin: bin.display().to_string(),
+        what,
+        detail,
+    };
+    std::fs::create_dir_all(config_dir).map_err(|source| Error::Write {
+        path: config_dir.to_owned(),
+        source,
+    })?;
+    let out = Command::new(bin)
+        .args(["init", "--consensus", consensus.as_str()])
+        .env("IPFS_CLUSTER_PATH", config_dir)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| derr("cannot run init", e.to_string()))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let tail: String = stderr
+            .lines()
+            .rev()
+            .take(3)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join(" | ");
+        return Err(derr("init failed", format!("{}: {tail}", out.status)));
+    }
+    Ok(())
+}
+
+/// Replaces this process with the daemon. Returns only on failure.
+pub fn exec(argv: &[OsString]) -> Error {
+    use std::os::unix::process::CommandExt;
+    let err = Command::new(&argv[0]).args(&argv[1..]).exec();
+    Error::Daemon {
+        bin: argv[0].to_string_lossy().into_owned(),
+        what: "cannot exec the daemon",
+        detail: err.to_string(),
+    }
+}
+
+/// Runs the daemon as a child, forwarding SIGTERM, SIGINT and SIGHUP to it,
+/// and returns its exit code (128 + signal when a signal ended it).
+pub async fn supervise(argv: &[OsString]) -> Result<i32, Error> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut child = tokio::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .spawn()
+        .map_err(|e| Error::Daemon {
+            bin: argv[0].to_string_lossy().into_owned(),
+            what: "cannot start the daemon",
+            detail: e.to_string(),
+        })?;
+    let pid = child.id().map(|p| p as libc::pid_t);
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut int = signal(SignalKind::interrupt()).ok();
+    let mut hup = signal(SignalKind::hangup()).ok();
+    async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+        match s {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+    loop {
+        let sig = tokio::select! {
+            status = child.wait() => {
+                let status = status.map_err(|e| Error::Daemon { bin: argv[0].to_string_lossy().into_owned(), what: "lost the daemon", detail: e.to_string() })?;
+                use std::os::unix::process::ExitStatusExt;
+                return Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)));
+            }
+            _ = recv(&mut term) => libc::SIGTERM,
+            _ = recv(&mut int) => libc::SIGINT,
+            _ = recv(&mut hup) => libc::SIGHUP,
+        };
+        if let Some(pid) = pid {
+            tracing::info!(signal = sig, pid, "forwarding signal to the daemon");
+            unsafe {
+                libc::kill(pid, sig);
+            }
+        }
+    }
+}
