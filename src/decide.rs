@@ -254,12 +254,18 @@ impl Facts {
             let Some(l) = liveness(&o.probe) else {
                 continue;
             };
+            // Most alive first, then the newest registration, then the one that
+            // says more (a re-registration publishing its founding set).
+            let rank = |o: &Observed, l: Liveness| {
+                (
+                    l,
+                    std::cmp::Reverse(o.registration.registered_at_ms),
+                    o.registration.init_peerset.is_none(),
+                )
+            };
             let better = match by_id.get(&r.peer_id) {
                 None => true,
-                Some((old, old_l)) => {
-                    (l, std::cmp::Reverse(r.registered_at_ms))
-                        < (*old_l, std::cmp::Reverse(old.registration.registered_at_ms))
-                }
+                Some((old, old_l)) => rank(o, l) < rank(old, *old_l),
             };
             if better {
                 by_id.insert(&r.peer_id, (o, l));

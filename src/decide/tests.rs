@@ -201,6 +201,27 @@ fn raft_founding_member_keeps_to_the_published_set() {
 }
 
 #[test]
+fn a_registration_publishing_the_founding_set_wins_over_its_older_copy() {
+    // moto lists a re-registered instance twice; real Cloud Map updates it.
+    let set = ids(&[0, 1, 2]);
+    let mut published = obs(1, 500, Probe::Daemon);
+    published.registration.init_peerset = Some(set.clone());
+    for peers in [
+        vec![obs(1, 500, Probe::Daemon), published.clone()],
+        vec![published.clone(), obs(1, 500, Probe::Daemon)],
+    ] {
+        let f = facts(Consensus::Raft, 3, peers);
+        check(
+            &f,
+            Action::Found {
+                init_peerset: Some(set.clone()),
+            },
+            "fixed_set_continues",
+        );
+    }
+}
+
+#[test]
 fn raft_live_peer_without_published_set_is_joined() {
     let f = facts(Consensus::Raft, 3, vec![obs(1, 500, Probe::Daemon)]);
     check(

@@ -320,6 +320,16 @@ class DoubleTest(unittest.TestCase):
         self.assertLess(time.time() - start, 15)
 
     # ------------------------------------------------------------ misc rules
+    def test_cli_like_urfave_v1(self):
+        p = Peer(self, "127.0.0.2")
+        r = p.run("--version")
+        self.assertEqual((r.returncode, r.stdout), (0, "ipfs-cluster-service version 1.1.6-double\n"))
+        r = p.run("daemon", "--no-such-flag")  # real: "Incorrect Usage", app.Run error ignored => 0
+        self.assertEqual(r.returncode, 0)
+        self.assertIn("flag provided but not defined: -no-such-flag", r.stdout)
+        self.assertEqual(p.run("no-such-command").returncode, 1)
+        self.assertEqual(p.run().returncode, 1)
+
     def test_basic_auth(self):
         p = Peer(self, "127.0.0.2", extra_env={"CLUSTER_RESTAPI_BASICAUTHCREDENTIALS": "user:pass"})
         p.init()

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs what the tests need beside the Rust toolchain: a Python venv (.venv)
+# with moto's server (the AWS API emulator the tests start on 127.0.0.1) and
+# `cryptography` (the ipfs-cluster-service test double makes real Ed25519 IDs).
+# Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MOTO_VERSION="${MOTO_VERSION:-5.2.5}"
+if [ -x .venv/bin/moto_server ] && .venv/bin/python -c 'import moto, cryptography' 2>/dev/null; then
+  exit 0
+fi
+python3 -m venv .venv
+.venv/bin/pip install --quiet --disable-pip-version-check "moto[server]==${MOTO_VERSION}" cryptography
+.venv/bin/moto_server --help >/dev/null
+echo "test bed ready: .venv/bin/moto_server (moto ${MOTO_VERSION})"

@@ -1,0 +1,7 @@
+//! Integration tests: the real binary, moto's server and the ipfs-cluster-service
+//! test double, all on loopback addresses.
+
+mod support;
+
+mod cloudmap;
+mod failures;
