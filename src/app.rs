@@ -51,18 +51,12 @@ pub async fn run(cfg: Config) -> Result<i32, Error> {
             );
             with_registry(&cfg, &registry).await
         }
-        Discovery::Static { peers } => {
-            with_registry(&cfg, &StaticList::new(peers.clone(), cfg.api_port)).await
-        }
+        Discovery::Static { peers } => with_registry(&cfg, &StaticList::new(peers.clone(), cfg.api_port)).await,
     }
 }
 
 async fn with_registry<R: Registry>(cfg: &Config, registry: &R) -> Result<i32, Error> {
-    let prober = Prober::new(
-        cfg.probe_timeout,
-        cfg.api_credentials.clone(),
-        cfg.loopback_only,
-    );
+    let prober = Prober::new(cfg.probe_timeout, cfg.api_credentials.clone(), cfg.loopback_only);
     if cfg.mode == Mode::Discover {
         return discover(registry, &prober).await;
     }
@@ -71,10 +65,7 @@ async fn with_registry<R: Registry>(cfg: &Config, registry: &R) -> Result<i32, E
 
 /// `discover`: what the backend lists and what probing finds, as JSON.
 async fn discover<R: Registry>(registry: &R, prober: &Prober) -> Result<i32, Error> {
-    let Discovered {
-        registrations,
-        skipped,
-    } = registry.discover().await?;
+    let Discovered { registrations, skipped } = registry.discover().await?;
     let peers = prober.probe_all(registrations).await;
     #[derive(Serialize)]
     struct Out<'a> {
@@ -148,11 +139,7 @@ impl Backoff {
     fn new(settle: Duration) -> Backoff {
         let base = Duration::from_millis(250);
         let cap = (settle / 2).clamp(base, Duration::from_secs(5));
-        Backoff {
-            base,
-            cap,
-            next: base,
-        }
+        Backoff { base, cap, next: base }
     }
     fn reset(&mut self) {
         self.next = self.base;
@@ -251,16 +238,8 @@ async fn bootstrap<R: Registry>(cfg: &Config, registry: &R, prober: &Prober) -> 
     let deadline = started + cfg.timeout;
     let read_only = cfg.read_only();
     let local = prepare_local(cfg, read_only)?;
-    let SelfAddr {
-        ip,
-        task_id,
-        source,
-    } = selfaddr::resolve(
-        cfg.advertise_ip,
-        cfg.metadata_uri.as_deref(),
-        cfg.loopback_only,
-    )
-    .await?;
+    let SelfAddr { ip, task_id, source } =
+        selfaddr::resolve(cfg.advertise_ip, cfg.metadata_uri.as_deref(), cfg.loopback_only).await?;
     let instance_id = cfg
         .instance_id
         .clone()
@@ -304,9 +283,7 @@ async fn bootstrap<R: Registry>(cfg: &Config, registry: &R, prober: &Prober) -> 
         };
         let decision = decide(&facts);
         let argv = apply::daemon_argv(&cfg.daemon_bin, &decision.action, &cfg.daemon_args);
-        print_json(&record(
-            registry, &me, source, 1, started, &facts, &decision, &argv,
-        ));
+        print_json(&record(registry, &me, source, 1, started, &facts, &decision, &argv));
         return Ok(0);
     }
 
@@ -321,11 +298,7 @@ async fn bootstrap<R: Registry>(cfg: &Config, registry: &R, prober: &Prober) -> 
     };
 
     let interrupted = |sig| Error::Interrupted { signal: sig };
-    match retry("registering this peer", deadline, &mut stop, || {
-        registry.register(&me)
-    })
-    .await
-    {
+    match retry("registering this peer", deadline, &mut stop, || registry.register(&me)).await {
         Ok(Ok(())) => info!(instance_id = %me.instance_id, "registered"),
         Ok(Err(e)) => return Err(e.into()),
         Err(sig) => return Err(interrupted(sig)),
@@ -338,6 +311,8 @@ async fn bootstrap<R: Registry>(cfg: &Config, registry: &R, prober: &Prober) -> 
     let mut rounds = 0u32;
     let mut warned: HashSet<String> = HashSet::new();
     let mut last_reason = String::new();
+    // Whether a round said Wait, and whether this round confirms a decision.
+    let (mut waited, mut confirming) = (false, false);
     let (facts, decision) = loop {
         rounds += 1;
         let pause = match registry.discover().await {
@@ -377,28 +352,38 @@ async fn bootstrap<R: Registry>(cfg: &Config, registry: &R, prober: &Prober) -> 
                     c.propose(Greeting::new(&me.peer_id, decision.proposal.as_deref()));
                 }
                 if decision.action != Action::Wait {
-                    break (facts, decision);
-                }
-                let reason = decision.reason.to_string();
-                if Instant::now() >= deadline {
-                    let argv =
-                        apply::daemon_argv(&cfg.daemon_bin, &decision.action, &cfg.daemon_args);
-                    log_decision(&record(
-                        registry, &me, source, rounds, started, &facts, &decision, &argv,
-                    ));
-                    deregister(registry, &me).await;
-                    return Err(Error::GaveUp {
-                        waited: cfg.timeout,
-                        reason,
-                    });
-                }
-                if reason != last_reason {
-                    info!(reason = %reason, "waiting");
-                    last_reason = reason;
+                    // A decision reached after waiting is confirmed by one more
+                    // round: between our discover and our probe a founder may
+                    // have published its founding set and started.
+                    if !waited || confirming {
+                        break (facts, decision);
+                    }
+                    confirming = true;
+                    debug!(reason = %decision.reason, "confirming the decision with one more round");
+                    Duration::from_millis(100)
                 } else {
-                    debug!(reason = %reason, round = rounds, "waiting");
+                    confirming = false;
+                    waited = true;
+                    let reason = decision.reason.to_string();
+                    if Instant::now() >= deadline {
+                        let argv = apply::daemon_argv(&cfg.daemon_bin, &decision.action, &cfg.daemon_args);
+                        log_decision(&record(
+                            registry, &me, source, rounds, started, &facts, &decision, &argv,
+                        ));
+                        deregister(registry, &me).await;
+                        return Err(Error::GaveUp {
+                            waited: cfg.timeout,
+                            reason,
+                        });
+                    }
+                    if reason != last_reason {
+                        info!(reason = %reason, "waiting");
+                        last_reason = reason;
+                    } else {
+                        debug!(reason = %reason, round = rounds, "waiting");
+                    }
+                    backoff.step()
                 }
-                backoff.step()
             }
         };
         let pause = pause.min(deadline.saturating_duration_since(Instant::now()));
@@ -413,10 +398,7 @@ async fn bootstrap<R: Registry>(cfg: &Config, registry: &R, prober: &Prober) -> 
         registry, &me, source, rounds, started, &facts, &decision, &argv,
     ));
 
-    if apply::write_atomic(
-        &local.peerstore,
-        apply::peerstore_text(&decision.peerstore).as_bytes(),
-    )? {
+    if apply::write_atomic(&local.peerstore, apply::peerstore_text(&decision.peerstore).as_bytes())? {
         info!(path = %local.peerstore.display(), peers = decision.peerstore.len(), "peerstore written");
     }
     if let Action::Found {
@@ -424,10 +406,7 @@ async fn bootstrap<R: Registry>(cfg: &Config, registry: &R, prober: &Prober) -> 
     } = &decision.action
     {
         if apply::set_init_peerset(&local::service_json(&local.config_dir), set)? {
-            info!(
-                peers = set.len(),
-                "service.json consensus.raft.init_peerset written"
-            );
+            info!(peers = set.len(), "service.json consensus.raft.init_peerset written");
         }
         // Publish the founding set, so that a member starting late keeps to it.
         me.init_peerset = Some(set.clone());
@@ -483,10 +462,7 @@ fn record<'a, R: Registry>(
         facts,
         decision,
         reason_text: decision.reason.to_string(),
-        daemon_argv: argv
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect(),
+        daemon_argv: argv.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
     }
 }
 

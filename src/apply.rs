@@ -85,8 +85,8 @@ pub fn set_init_peerset(service_json: &Path, set: &[PeerId]) -> Result<bool, Err
         path: service_json.to_owned(),
         source,
     })?;
-    let mut doc: Value = serde_json::from_slice(&text)
-        .map_err(|e| Error::bad_file(service_json, format!("is not valid JSON: {e}")))?;
+    let mut doc: Value =
+        serde_json::from_slice(&text).map_err(|e| Error::bad_file(service_json, format!("is not valid JSON: {e}")))?;
     let Some(raft) = doc
         .get_mut("consensus")
         .and_then(|c| c.get_mut("raft"))
@@ -102,8 +102,7 @@ pub fn set_init_peerset(service_json: &Path, set: &[PeerId]) -> Result<bool, Err
         return Ok(false);
     }
     raft.insert("init_peerset".into(), want);
-    let mut out = serde_json::to_vec_pretty(&doc)
-        .map_err(|e| Error::bad_file(service_json, e.to_string()))?;
+    let mut out = serde_json::to_vec_pretty(&doc).map_err(|e| Error::bad_file(service_json, e.to_string()))?;
     if text.ends_with(b"\n") {
         out.push(b'\n');
     }
@@ -160,23 +159,13 @@ mod tests {
         let d = Dir::new();
         let p = d.path().join("peerstore");
         assert!(write_atomic(&p, b"a\n").unwrap());
-        assert_eq!(
-            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
         fs::set_permissions(&p, fs::Permissions::from_mode(0o640)).unwrap();
         assert!(!write_atomic(&p, b"a\n").unwrap());
         assert!(write_atomic(&p, b"b\n").unwrap());
         assert_eq!(fs::read(&p).unwrap(), b"b\n");
-        assert_eq!(
-            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-            0o640
-        );
-        assert_eq!(
-            fs::read_dir(d.path()).unwrap().count(),
-            1,
-            "no temp file left"
-        );
+        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o640);
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1, "no temp file left");
     }
 
     #[test]
@@ -192,10 +181,7 @@ mod tests {
         let orig = "{\n  \"cluster\": {\n    \"secret\": \"x\",\n    \"a\": 1\n  },\n  \"consensus\": {\n    \"raft\": {\n      \"wait_for_leader_timeout\": \"15s\",\n      \"init_peerset\": []\n    }\n  },\n  \"api\": {}\n}\n";
         fs::write(&p, orig).unwrap();
         fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
-        let set = vec![
-            PeerId::parse(IDS[0]).unwrap(),
-            PeerId::parse(IDS[1]).unwrap(),
-        ];
+        let set = vec![PeerId::parse(IDS[0]).unwrap(), PeerId::parse(IDS[1]).unwrap()];
         assert!(set_init_peerset(&p, &set).unwrap());
         let got = fs::read_to_string(&p).unwrap();
         assert_eq!(
@@ -208,14 +194,8 @@ mod tests {
                 )
             )
         );
-        assert_eq!(
-            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-            0o644
-        );
-        assert!(
-            !set_init_peerset(&p, &set).unwrap(),
-            "unchanged the second time"
-        );
+        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o644);
+        assert!(!set_init_peerset(&p, &set).unwrap(), "unchanged the second time");
     }
 
     #[test]

@@ -102,11 +102,7 @@ pub struct Cli {
     pub api_port: u16,
 
     /// The ipfs-cluster-service binary (looked up on PATH unless it contains a /).
-    #[arg(
-        long,
-        default_value = "ipfs-cluster-service",
-        env = "BOOTSTRAP_DAEMON_BIN"
-    )]
+    #[arg(long, default_value = "ipfs-cluster-service", env = "BOOTSTRAP_DAEMON_BIN")]
     pub daemon_bin: PathBuf,
 
     /// How long one probe of one peer may take.

@@ -113,9 +113,8 @@ impl Config {
             }
             Some(n) => n,
             None if needs_expect => {
-                errors.push(
-                    "--expect (BOOTSTRAP_EXPECT) is required: how many peers found the cluster together".into(),
-                );
+                errors
+                    .push("--expect (BOOTSTRAP_EXPECT) is required: how many peers found the cluster together".into());
                 0
             }
             None => 0,
@@ -126,14 +125,17 @@ impl Config {
                 let namespace = cli.cloudmap_namespace.clone().filter(|s| !s.is_empty());
                 let service = cli.cloudmap_service.clone().filter(|s| !s.is_empty());
                 if namespace.is_none() {
-                    errors.push("--discovery cloudmap needs --cloudmap-namespace (BOOTSTRAP_CLOUDMAP_NAMESPACE)".into());
+                    errors
+                        .push("--discovery cloudmap needs --cloudmap-namespace (BOOTSTRAP_CLOUDMAP_NAMESPACE)".into());
                 }
                 if service.is_none() {
                     errors.push("--discovery cloudmap needs --cloudmap-service (BOOTSTRAP_CLOUDMAP_SERVICE)".into());
                 }
                 if let Some(id) = &cli.cloudmap_service_id {
                     if !id.starts_with("srv-") && !id.starts_with("arn:") {
-                        errors.push(format!("--cloudmap-service-id {id:?} is not a Cloud Map service ID (srv-…) or ARN"));
+                        errors.push(format!(
+                            "--cloudmap-service-id {id:?} is not a Cloud Map service ID (srv-…) or ARN"
+                        ));
                     }
                 }
                 Discovery::CloudMap {
@@ -144,15 +146,8 @@ impl Config {
             }
             DiscoveryKind::Static => {
                 let mut peers = vec![];
-                match cli
-                    .peers
-                    .as_deref()
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                {
-                    None => {
-                        errors.push("--discovery static needs --peers (BOOTSTRAP_PEERS)".into())
-                    }
+                match cli.peers.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+                    None => errors.push("--discovery static needs --peers (BOOTSTRAP_PEERS)".into()),
                     Some(list) => {
                         for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                             match PeerAddr::parse(item) {
@@ -169,9 +164,7 @@ impl Config {
         if let Some(id) = &cli.instance_id {
             let ok = !id.is_empty()
                 && id.len() <= 64
-                && id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "_/:.@-".contains(c));
+                && id.chars().all(|c| c.is_ascii_alphanumeric() || "_/:.@-".contains(c));
             if !ok {
                 errors.push(format!(
                     "--instance-id {id:?} must be 1 to 64 characters of A-Z a-z 0-9 _ / : . @ - (a Cloud Map instance ID)"
@@ -242,18 +235,19 @@ impl Config {
                         password: Secret::new(pass),
                     }),
                     _ => {
-                        errors.push("CLUSTER_RESTAPI_BASICAUTHCREDENTIALS must be user:password[,user2:password2]".into());
+                        errors.push(
+                            "CLUSTER_RESTAPI_BASICAUTHCREDENTIALS must be user:password[,user2:password2]".into(),
+                        );
                         None
                     }
                 }
             }
         };
 
-        let ignore_endpoints = env("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
-            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let ignore_endpoints =
+            env("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_some_and(|v| v.eq_ignore_ascii_case("true"));
         let custom_aws_endpoint = !ignore_endpoints
-            && (nonempty("AWS_ENDPOINT_URL").is_some()
-                || nonempty("AWS_ENDPOINT_URL_SERVICEDISCOVERY").is_some());
+            && (nonempty("AWS_ENDPOINT_URL").is_some() || nonempty("AWS_ENDPOINT_URL_SERVICEDISCOVERY").is_some());
 
         if !errors.is_empty() {
             return Err(Error::Usage(errors));
@@ -308,10 +302,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn config(args: &[&str], env: &[(&str, &str)]) -> Result<Config, Error> {
-        let env: HashMap<String, String> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let mut argv = vec!["ipfs-cluster-bootstrap"];
         argv.extend_from_slice(args);
         let cli = Cli::try_parse_from(argv).map_err(|e| Error::usage(e.to_string()))?;
@@ -362,23 +353,13 @@ mod tests {
         assert!(e.to_string().contains("--bootstrap is refused"), "{e}");
         let mut a = BASE.to_vec();
         a.extend(["--", "daemon", "--stats"]);
-        assert_eq!(
-            config(&a, &[("HOME", "/h")]).unwrap().daemon_args,
-            vec!["--stats"]
-        );
+        assert_eq!(config(&a, &[("HOME", "/h")]).unwrap().daemon_args, vec!["--stats"]);
     }
 
     #[test]
     fn static_peers_must_be_full_multiaddrs() {
         let e = config(
-            &[
-                "--discovery",
-                "static",
-                "--expect",
-                "2",
-                "--peers",
-                "127.0.0.2",
-            ],
+            &["--discovery", "static", "--expect", "2", "--peers", "127.0.0.2"],
             &[("HOME", "/h")],
         )
         .unwrap_err();
@@ -393,10 +374,7 @@ mod tests {
                 ("IPFS_CLUSTER_PATH", "/data"),
                 ("IPFS_CLUSTER_CONSENSUS", "raft"),
                 ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
-                (
-                    "CLUSTER_RESTAPI_BASICAUTHCREDENTIALS",
-                    "admin:s3cret,other:x",
-                ),
+                ("CLUSTER_RESTAPI_BASICAUTHCREDENTIALS", "admin:s3cret,other:x"),
             ],
         )
         .unwrap();

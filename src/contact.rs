@@ -94,10 +94,7 @@ mod tests {
         let id = PeerId::parse(crate::peer::tests::IDS[0]).unwrap();
         let g = Greeting::new(&id, Some(&[id.clone()]));
         assert_eq!(Greeting::parse(&g.line()), Some(g.clone()));
-        assert_eq!(
-            Greeting::parse(b"\x8f\x01 random pnet nonce bytes...."),
-            None
-        );
+        assert_eq!(Greeting::parse(b"\x8f\x01 random pnet nonce bytes...."), None);
         assert_eq!(Greeting::parse(b"ipfs-cluster-bootstrap/1 {not json"), None);
     }
 }

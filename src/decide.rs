@@ -201,10 +201,7 @@ impl fmt::Display for Reason {
 }
 
 fn join_ids(ids: &[PeerId]) -> String {
-    ids.iter()
-        .map(PeerId::as_str)
-        .collect::<Vec<_>>()
-        .join(", ")
+    ids.iter().map(PeerId::as_str).collect::<Vec<_>>().join(", ")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -272,11 +269,7 @@ impl Facts {
             }
         }
         let mut v: Vec<_> = by_id.into_values().collect();
-        v.sort_by(|a, b| {
-            a.0.registration
-                .order_key()
-                .cmp(&b.0.registration.order_key())
-        });
+        v.sort_by(|a, b| a.0.registration.order_key().cmp(&b.0.registration.order_key()));
         v
     }
 
@@ -306,9 +299,7 @@ pub fn decide(f: &Facts) -> Decision {
     let others = f.others();
     let peerstore = {
         let mut v = others.clone();
-        v.sort_by(|a, b| {
-            (a.1, a.0.registration.order_key()).cmp(&(b.1, b.0.registration.order_key()))
-        });
+        v.sort_by(|a, b| (a.1, a.0.registration.order_key()).cmp(&(b.1, b.0.registration.order_key())));
         v.into_iter().map(|(o, _)| o.registration.addr()).collect()
     };
     let proposal = f.founding_set();
@@ -362,12 +353,7 @@ pub fn decide(f: &Facts) -> Decision {
                 );
             }
         }
-        return done(
-            Action::Join { bootstrap },
-            Reason::LiveCluster {
-                live: members.len(),
-            },
-        );
+        return done(Action::Join { bootstrap }, Reason::LiveCluster { live: members.len() });
     }
 
     // 3. Daemons up but in no cluster: a join or an election is under way.
@@ -433,9 +419,7 @@ pub fn decide(f: &Facts) -> Decision {
         }
     }
     match f.me.consensus {
-        Consensus::Crdt if set[0] == f.me.peer_id => {
-            done(Action::Found { init_peerset: None }, Reason::Founder)
-        }
+        Consensus::Crdt if set[0] == f.me.peer_id => done(Action::Found { init_peerset: None }, Reason::Founder),
         Consensus::Crdt => done(
             Action::Wait,
             Reason::AwaitingFounder {

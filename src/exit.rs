@@ -41,10 +41,7 @@ pub enum Error {
     #[error("{}: {detail}", .path.display())]
     BadFile { path: PathBuf, detail: String },
     #[error("cannot read {}: {source}", .path.display())]
-    Unreadable {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Unreadable { path: PathBuf, source: std::io::Error },
     #[error("ECS task metadata {url}: {detail}")]
     Metadata {
         url: String,
@@ -56,10 +53,7 @@ pub enum Error {
     #[error("gave up after {} without a safe way to start (last reason: {reason})", humantime::format_duration(*.waited))]
     GaveUp { waited: Duration, reason: String },
     #[error("cannot write {}: {source}", .path.display())]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Write { path: PathBuf, source: std::io::Error },
     #[error("{what} ({bin}): {detail}")]
     Daemon {
         bin: String,
@@ -78,12 +72,8 @@ impl Error {
             Error::Usage(_) => code::USAGE,
             Error::BadFile { .. } => code::DATAERR,
             Error::Unreadable { .. } => code::NOINPUT,
-            Error::Metadata {
-                unavailable: true, ..
-            } => code::UNAVAILABLE,
-            Error::Metadata {
-                unavailable: false, ..
-            } => code::DATAERR,
+            Error::Metadata { unavailable: true, .. } => code::UNAVAILABLE,
+            Error::Metadata { unavailable: false, .. } => code::DATAERR,
             Error::Discovery(e) => e.exit_code(),
             Error::GaveUp { .. } => code::TEMPFAIL,
             Error::Write { .. } => code::CANTCREAT,

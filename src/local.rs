@@ -63,10 +63,12 @@ pub fn read(config_dir: &Path, cluster_id_env: Option<&str>) -> Result<LocalPeer
         match (section.contains_key("crdt"), section.contains_key("raft")) {
             (true, false) => Consensus::Crdt,
             (false, true) => Consensus::Raft,
-            (true, true) => return Err(Error::bad_file(
-                &service_path,
-                "\"consensus\" has both \"crdt\" and \"raft\": the daemon cannot tell which to run",
-            )),
+            (true, true) => {
+                return Err(Error::bad_file(
+                    &service_path,
+                    "\"consensus\" has both \"crdt\" and \"raft\": the daemon cannot tell which to run",
+                ))
+            }
             (false, false) => {
                 return Err(Error::bad_file(
                     &service_path,
@@ -82,9 +84,7 @@ pub fn read(config_dir: &Path, cluster_id_env: Option<&str>) -> Result<LocalPeer
     };
 
     let state_dir = match consensus {
-        Consensus::Raft => match str_at(&service, &["consensus", "raft", "data_folder"])
-            .filter(|s| !s.is_empty())
-        {
+        Consensus::Raft => match str_at(&service, &["consensus", "raft", "data_folder"]).filter(|s| !s.is_empty()) {
             Some(f) => config_dir.join(f),
             None => config_dir.join("raft"),
         },
@@ -92,13 +92,11 @@ pub fn read(config_dir: &Path, cluster_id_env: Option<&str>) -> Result<LocalPeer
     };
     let has_state = dir_has_entries(&state_dir)?;
 
-    let peerstore = match str_at(&service, &["cluster", "peerstore_file"]).filter(|s| !s.is_empty())
-    {
+    let peerstore = match str_at(&service, &["cluster", "peerstore_file"]).filter(|s| !s.is_empty()) {
         Some(f) => config_dir.join(f),
         None => config_dir.join("peerstore"),
     };
-    let secret_empty_in_file =
-        matches!(str_at(&service, &["cluster", "secret"]), Some(s) if s.trim().is_empty());
+    let secret_empty_in_file = matches!(str_at(&service, &["cluster", "secret"]), Some(s) if s.trim().is_empty());
 
     Ok(LocalPeer {
         config_dir: config_dir.to_owned(),
@@ -114,35 +112,26 @@ pub fn read(config_dir: &Path, cluster_id_env: Option<&str>) -> Result<LocalPeer
 /// identity.json's `id`, else the legacy `cluster.id` of service.json (before v0.11).
 fn read_peer_id(dir: &Path, service: &Value) -> Result<PeerId, Error> {
     let identity_path = identity_json(dir);
-    let (path, id) =
-        match read_json(&identity_path) {
-            Ok(identity) => {
-                let id = identity
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned);
-                let Some(id) = id else {
-                    return Err(Error::bad_file(
-                        &identity_path,
-                        "has no string field \"id\"",
-                    ));
-                };
-                if identity
-                    .get("private_key")
-                    .and_then(Value::as_str)
-                    .is_none_or(|k| k.is_empty())
-                {
-                    return Err(Error::bad_file(
-                        &identity_path,
-                        "has no \"private_key\": the daemon refuses such an identity",
-                    ));
-                }
-                (identity_path, id)
-            }
-            Err(Error::Unreadable { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
+    let (path, id) = match read_json(&identity_path) {
+        Ok(identity) => {
+            let id = identity.get("id").and_then(Value::as_str).map(str::to_owned);
+            let Some(id) = id else {
+                return Err(Error::bad_file(&identity_path, "has no string field \"id\""));
+            };
+            if identity
+                .get("private_key")
+                .and_then(Value::as_str)
+                .is_none_or(|k| k.is_empty())
             {
-                match str_at(service, &["cluster", "id"]) {
+                return Err(Error::bad_file(
+                    &identity_path,
+                    "has no \"private_key\": the daemon refuses such an identity",
+                ));
+            }
+            (identity_path, id)
+        }
+        Err(Error::Unreadable { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            match str_at(service, &["cluster", "id"]) {
                 Some(id) => (service_json(dir), id.to_owned()),
                 None => {
                     return Err(Error::bad_file(
@@ -151,9 +140,9 @@ fn read_peer_id(dir: &Path, service: &Value) -> Result<PeerId, Error> {
                     ))
                 }
             }
-            }
-            Err(e) => return Err(e),
-        };
+        }
+        Err(e) => return Err(e),
+    };
     PeerId::parse(&id).map_err(|e| Error::bad_file(path, format!("field \"id\": {e}")))
 }
 
@@ -220,10 +209,7 @@ mod tests {
             (IDS[0], Consensus::Crdt, false)
         );
         std::fs::create_dir(d.path().join("pebble")).unwrap();
-        assert!(
-            !read(d.path(), None).unwrap().has_state,
-            "an empty folder is no state"
-        );
+        assert!(!read(d.path(), None).unwrap().has_state, "an empty folder is no state");
         std::fs::write(d.path().join("pebble/000001.log"), "x").unwrap();
         assert!(read(d.path(), None).unwrap().has_state);
     }
@@ -247,10 +233,7 @@ mod tests {
     #[test]
     fn cluster_id_env_wins() {
         let d = dir_with(r#"{"consensus":{"crdt":{}}}"#, Some(&identity(IDS[0])));
-        assert_eq!(
-            read(d.path(), Some(IDS[2])).unwrap().peer_id.as_str(),
-            IDS[2]
-        );
+        assert_eq!(read(d.path(), Some(IDS[2])).unwrap().peer_id.as_str(), IDS[2]);
     }
 
     #[test]
@@ -260,11 +243,7 @@ mod tests {
             ("[]", None, "service.json: is not a JSON object"),
             (r#"{"consensus":{}}"#, None, "neither \"crdt\" nor \"raft\""),
             (r#"{"consensus":{"crdt":{},"raft":{}}}"#, None, "both"),
-            (
-                r#"{"consensus":{"crdt":{}}}"#,
-                None,
-                "identity.json: does not exist",
-            ),
+            (r#"{"consensus":{"crdt":{}}}"#, None, "identity.json: does not exist"),
             (
                 r#"{"consensus":{"crdt":{}}}"#,
                 Some(r#"{"id": 5}"#),
@@ -292,9 +271,7 @@ mod tests {
     fn missing_folder_is_unreadable() {
         let e = read(Path::new("/nonexistent/ipfs-cluster"), None).unwrap_err();
         assert_eq!(e.exit_code(), crate::exit::code::NOINPUT);
-        assert!(e
-            .to_string()
-            .contains("/nonexistent/ipfs-cluster/service.json"));
+        assert!(e.to_string().contains("/nonexistent/ipfs-cluster/service.json"));
     }
 }
 

@@ -4,8 +4,8 @@ use clap::Parser;
 use ipfs_cluster_bootstrap::{app, cli::Cli, cli::LogFormat, config::Config, exit::code};
 
 fn init_logging(format: LogFormat, level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter)
@@ -36,11 +36,7 @@ fn main() {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| {
-                ipfs_cluster_bootstrap::exit::Error::Unsafe(format!(
-                    "cannot start the async runtime: {e}"
-                ))
-            })?;
+            .map_err(|e| ipfs_cluster_bootstrap::exit::Error::Unsafe(format!("cannot start the async runtime: {e}")))?;
         rt.block_on(app::run(cfg))
     });
     let exit = match result {

@@ -27,13 +27,10 @@ impl PeerId {
         if text.len() > 128 {
             return Err(bad("it is longer than 128 characters"));
         }
-        let bytes = bs58::decode(text)
-            .into_vec()
-            .map_err(|_| bad("it is not base58btc"))?;
+        let bytes = bs58::decode(text).into_vec().map_err(|_| bad("it is not base58btc"))?;
         match bytes.as_slice() {
             // identity multihash: code 0x00, varint length (< 128 here), digest
-            [0x00, len, rest @ ..]
-                if usize::from(*len) == rest.len() && !rest.is_empty() && rest.len() <= 42 => {}
+            [0x00, len, rest @ ..] if usize::from(*len) == rest.len() && !rest.is_empty() && rest.len() <= 42 => {}
             // sha2-256 multihash: code 0x12, length 32
             [0x12, 0x20, rest @ ..] if rest.len() == 32 => {}
             _ => return Err(bad("it is not an identity or sha2-256 multihash")),
@@ -117,9 +114,7 @@ impl PeerAddr {
     /// Parses the multiaddr forms this tool writes: `/ip4|ip6/IP/tcp/PORT/p2p|ipfs/ID`.
     pub fn parse(text: &str) -> Result<PeerAddr, String> {
         let parts: Vec<&str> = text.trim().split('/').collect();
-        let err = |why: &str| {
-            format!("{text:?} is not a /ip4|ip6/IP/tcp/PORT/p2p/PEER_ID multiaddr: {why}")
-        };
+        let err = |why: &str| format!("{text:?} is not a /ip4|ip6/IP/tcp/PORT/p2p/PEER_ID multiaddr: {why}");
         match parts.as_slice() {
             ["", proto @ ("ip4" | "ip6"), ip, "tcp", port, "p2p" | "ipfs", id] => {
                 let ip: IpAddr = ip.parse().map_err(|_| err("bad IP address"))?;
@@ -138,11 +133,7 @@ impl PeerAddr {
 impl fmt::Display for PeerAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let proto = if self.ip.is_ipv4() { "ip4" } else { "ip6" };
-        write!(
-            f,
-            "/{proto}/{}/tcp/{}/p2p/{}",
-            self.ip, self.port, self.peer_id
-        )
+        write!(f, "/{proto}/{}/tcp/{}/p2p/{}", self.ip, self.port, self.peer_id)
     }
 }
 

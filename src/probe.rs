@@ -66,13 +66,7 @@ impl Prober {
             let p = self.clone();
             set.spawn(async move {
                 let probe = p.probe(&r).await;
-                (
-                    i,
-                    Observed {
-                        registration: r,
-                        probe,
-                    },
-                )
+                (i, Observed { registration: r, probe })
             });
         }
         let mut out: Vec<(usize, Observed)> = Vec::with_capacity(set.len());
@@ -88,10 +82,7 @@ impl Prober {
     pub async fn probe(&self, r: &Registration) -> Probe {
         if self.loopback_only && !r.ip.is_loopback() {
             return Probe::Down {
-                error: format!(
-                    "not probed: {} is not a loopback address (--loopback-only)",
-                    r.ip
-                ),
+                error: format!("not probed: {} is not a loopback address (--loopback-only)", r.ip),
             };
         }
         let (api, port) = tokio::join!(self.api(r), self.port(r));

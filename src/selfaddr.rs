@@ -81,7 +81,11 @@ pub async fn resolve(
 ) -> Result<SelfAddr, Error> {
     let Some(uri) = metadata_uri else {
         return match advertise_ip {
-            Some(ip) => Ok(SelfAddr { ip, task_id: None, source: "--advertise-ip" }),
+            Some(ip) => Ok(SelfAddr {
+                ip,
+                task_id: None,
+                source: "--advertise-ip",
+            }),
             None => Err(Error::usage(
                 "no address to advertise: set --advertise-ip (BOOTSTRAP_ADVERTISE_IP), or run in ECS where \
                  ECS_CONTAINER_METADATA_URI_V4 is set",
@@ -135,10 +139,11 @@ async fn fetch(url: &str, loopback_only: bool) -> Result<TaskMetadata, Error> {
             .unwrap_or_default()
             .trim_start_matches('[')
             .trim_end_matches(']');
-        let host_ok =
-            host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        let host_ok = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
         if !host_ok {
-            return Err(Error::usage(format!("ECS_CONTAINER_METADATA_URI_V4 {url} is not a loopback address and --loopback-only is set")));
+            return Err(Error::usage(format!(
+                "ECS_CONTAINER_METADATA_URI_V4 {url} is not a loopback address and --loopback-only is set"
+            )));
         }
     }
     let client = reqwest::Client::builder()
@@ -172,10 +177,7 @@ mod tests {
     #[test]
     fn parses_the_fargate_example() {
         let t = TaskMetadata::parse(FARGATE.as_bytes()).unwrap();
-        assert_eq!(
-            t.task_id().as_deref(),
-            Some("158d1c8083dd49d6b527399fd6414f5c")
-        );
+        assert_eq!(t.task_id().as_deref(), Some("158d1c8083dd49d6b527399fd6414f5c"));
         assert_eq!(t.first_ipv4(), Some("10.0.2.61".parse().unwrap()));
     }
 

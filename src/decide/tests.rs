@@ -146,11 +146,7 @@ fn raft_founding_member_keeps_to_the_published_set() {
     let set = ids(&[0, 1, 2]);
     let mut live = obs(1, 500, Probe::Daemon);
     live.registration.init_peerset = Some(set.clone());
-    let f = facts(
-        Consensus::Raft,
-        3,
-        vec![live.clone(), obs(2, 600, waiting(&[1, 0, 2]))],
-    );
+    let f = facts(Consensus::Raft, 3, vec![live.clone(), obs(2, 600, waiting(&[1, 0, 2]))]);
     check(
         &f,
         Action::Found {
@@ -160,11 +156,7 @@ fn raft_founding_member_keeps_to_the_published_set() {
     );
 
     // A live peer outside the set (it joined): the cluster is established, join it.
-    let f = facts(
-        Consensus::Raft,
-        3,
-        vec![live.clone(), obs(3, 2000, Probe::Daemon)],
-    );
+    let f = facts(Consensus::Raft, 3, vec![live.clone(), obs(3, 2000, Probe::Daemon)]);
     check(
         &f,
         Action::Join {
@@ -238,13 +230,7 @@ fn daemons_in_no_cluster_yet_make_it_wait() {
     let f = facts(
         Consensus::Crdt,
         2,
-        vec![obs(
-            1,
-            500,
-            Probe::Api {
-                cluster_peers: vec![],
-            },
-        )],
+        vec![obs(1, 500, Probe::Api { cluster_peers: vec![] })],
     );
     check(&f, Action::Wait, "peers_starting");
 }
@@ -287,12 +273,7 @@ fn crdt_founder_is_earliest_registration_then_smallest_id() {
     let f = facts(Consensus::Crdt, 2, vec![obs(1, 1000, waiting(&[0, 1]))]);
     let smaller = id(0) < id(1);
     let d = decide(&f);
-    assert_eq!(
-        matches!(d.action, Action::Found { .. }),
-        smaller,
-        "{}",
-        d.reason
-    );
+    assert_eq!(matches!(d.action, Action::Found { .. }), smaller, "{}", d.reason);
 }
 
 #[test]
@@ -322,10 +303,7 @@ fn raft_founders_launch_with_the_same_set() {
     let f = facts(
         Consensus::Raft,
         3,
-        vec![
-            obs(1, 1100, waiting(&[0, 1, 2])),
-            obs(2, 1200, waiting(&[0, 1, 2])),
-        ],
+        vec![obs(1, 1100, waiting(&[0, 1, 2])), obs(2, 1200, waiting(&[0, 1, 2]))],
     );
     check(
         &f,
@@ -427,13 +405,7 @@ fn reasons_read_as_sentences() {
 
 /// One simulated launch: peers with registration times, some dead; everybody
 /// sees the same registrations and the proposals of the others.
-fn same_view(
-    consensus: Consensus,
-    n: usize,
-    expect: usize,
-    times: &[u64],
-    dead: &[bool],
-) -> Vec<Decision> {
+fn same_view(consensus: Consensus, n: usize, expect: usize, times: &[u64], dead: &[bool]) -> Vec<Decision> {
     let alive: Vec<usize> = (0..n).filter(|&i| !dead[i]).collect();
     let mut order: Vec<usize> = alive.clone();
     order.sort_by_key(|&i| (times[i], id(i)));
@@ -545,9 +517,7 @@ fn simulate(
                         St::Dead => Probe::Down {
                             error: "refused".into(),
                         },
-                        St::Waiting(p) => Probe::Waiting {
-                            proposal: p.clone(),
-                        },
+                        St::Waiting(p) => Probe::Waiting { proposal: p.clone() },
                         St::Live(_) => Probe::Daemon,
                     };
                     let mut o = obs(j, start[j], probe);

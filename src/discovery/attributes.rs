@@ -21,10 +21,7 @@ pub const MAX_VALUE: usize = 1024;
 
 pub fn encode(r: &Registration) -> Vec<(String, String)> {
     let mut v = vec![
-        (
-            if r.ip.is_ipv4() { IPV4 } else { IPV6 }.to_owned(),
-            r.ip.to_string(),
-        ),
+        (if r.ip.is_ipv4() { IPV4 } else { IPV6 }.to_owned(), r.ip.to_string()),
         (PORT.to_owned(), r.cluster_port.to_string()),
         (PEER_ID.to_owned(), r.peer_id.to_string()),
         (REGISTERED_AT.to_owned(), format_time(r.registered_at_ms)),
@@ -91,24 +88,16 @@ pub fn decode(
     let cluster_port = port(PORT, None)?;
     let api_port = port(API_PORT, Some(default_api_port))?;
     let peer_id = match get(PEER_ID) {
-        None => {
-            return Err(format!(
-                "no {PEER_ID} (not registered by ipfs-cluster-bootstrap?)"
-            ))
-        }
+        None => return Err(format!("no {PEER_ID} (not registered by ipfs-cluster-bootstrap?)")),
         Some(v) => PeerId::parse(v).map_err(|e| format!("{PEER_ID}: {e}"))?,
     };
     let registered_at_ms = match get(REGISTERED_AT) {
         None => return Err(format!("no {REGISTERED_AT}")),
-        Some(v) => {
-            parse_time(v).ok_or_else(|| format!("{REGISTERED_AT}={v:?} is not an RFC 3339 time"))?
-        }
+        Some(v) => parse_time(v).ok_or_else(|| format!("{REGISTERED_AT}={v:?} is not an RFC 3339 time"))?,
     };
     let consensus = match get(CONSENSUS) {
         None => None,
-        Some(v) => Some(
-            Consensus::parse(v).ok_or_else(|| format!("{CONSENSUS}={v:?} is not crdt or raft"))?,
-        ),
+        Some(v) => Some(Consensus::parse(v).ok_or_else(|| format!("{CONSENSUS}={v:?} is not crdt or raft"))?),
     };
     let init_peerset = match get(INIT_PEERSET) {
         None => None,
@@ -145,10 +134,7 @@ mod tests {
             api_port: 9094,
             registered_at_ms: 1_764_000_000_123,
             consensus: Some(Consensus::Raft),
-            init_peerset: Some(vec![
-                PeerId::parse(IDS[0]).unwrap(),
-                PeerId::parse(IDS[1]).unwrap(),
-            ]),
+            init_peerset: Some(vec![PeerId::parse(IDS[0]).unwrap(), PeerId::parse(IDS[1]).unwrap()]),
         }
     }
 
@@ -180,9 +166,7 @@ mod tests {
         }
         let mut a = base.clone();
         a.remove(PEER_ID);
-        assert!(decode("t", &a, 9094)
-            .unwrap_err()
-            .contains("no ipfs_cluster_peer_id"));
+        assert!(decode("t", &a, 9094).unwrap_err().contains("no ipfs_cluster_peer_id"));
         let mut a = base;
         a.remove(API_PORT);
         assert_eq!(decode("t", &a, 9999).unwrap().api_port, 9999);

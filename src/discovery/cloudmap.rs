@@ -59,9 +59,7 @@ where
 {
     let code = e.code().unwrap_or_default().to_owned();
     let kind = match &e {
-        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
-            ErrorKind::Unreachable
-        }
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => ErrorKind::Unreachable,
         _ => match code.as_str() {
             "AccessDenied"
             | "AccessDeniedException"
@@ -70,10 +68,9 @@ where
             | "ExpiredTokenException"
             | "InvalidClientTokenId"
             | "UnauthorizedOperation" => ErrorKind::AccessDenied,
-            "RequestLimitExceeded"
-            | "ThrottlingException"
-            | "Throttling"
-            | "TooManyRequestsException" => ErrorKind::Throttled,
+            "RequestLimitExceeded" | "ThrottlingException" | "Throttling" | "TooManyRequestsException" => {
+                ErrorKind::Throttled
+            }
             "NamespaceNotFound" | "ServiceNotFound" => ErrorKind::NotFound,
             _ => ErrorKind::Other,
         },
@@ -139,9 +136,7 @@ impl CloudMap {
                     .properties()
                     .and_then(|p| p.http_properties())
                     .and_then(|h| h.http_name());
-                if http_name == Some(self.namespace.as_str())
-                    || ns.name() == Some(self.namespace.as_str())
-                {
+                if http_name == Some(self.namespace.as_str()) || ns.name() == Some(self.namespace.as_str()) {
                     namespace_id = ns.id().map(str::to_owned);
                 }
             }
@@ -150,10 +145,7 @@ impl CloudMap {
             return Err(other(
                 "servicediscovery:ListNamespaces",
                 ErrorKind::NotFound,
-                format!(
-                    "no namespace named {:?} (--cloudmap-namespace)",
-                    self.namespace
-                ),
+                format!("no namespace named {:?} (--cloudmap-namespace)", self.namespace),
             ));
         };
         let filter = ServiceFilter::builder()
@@ -161,19 +153,8 @@ impl CloudMap {
             .values(&namespace_id)
             .condition(FilterCondition::Eq)
             .build()
-            .map_err(|e| {
-                other(
-                    "servicediscovery:ListServices",
-                    ErrorKind::Other,
-                    e.to_string(),
-                )
-            })?;
-        let mut pages = self
-            .client
-            .list_services()
-            .filters(filter)
-            .into_paginator()
-            .send();
+            .map_err(|e| other("servicediscovery:ListServices", ErrorKind::Other, e.to_string()))?;
+        let mut pages = self.client.list_services().filters(filter).into_paginator().send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| error("servicediscovery:ListServices", e))?;
             for s in page.services() {
@@ -306,11 +287,7 @@ impl Registry for CloudMap {
         for inst in out.instances() {
             let id = inst.instance_id().unwrap_or_default();
             let empty = Default::default();
-            match attributes::decode(
-                id,
-                inst.attributes().unwrap_or(&empty),
-                self.default_api_port,
-            ) {
+            match attributes::decode(id, inst.attributes().unwrap_or(&empty), self.default_api_port) {
                 Ok(r) => found.registrations.push(r),
                 Err(why) => found.skipped.push(format!("instance {id:?}: {why}")),
             }

@@ -74,16 +74,11 @@ impl fmt::Display for DiscoveryError {
             }
             ErrorKind::Throttled => "throttled by AWS".into(),
             ErrorKind::Unreachable => {
-                "AWS endpoint unreachable (check the region, AWS_ENDPOINT_URL and the network path)"
-                    .into()
+                "AWS endpoint unreachable (check the region, AWS_ENDPOINT_URL and the network path)".into()
             }
             ErrorKind::NotFound => "not found".into(),
             ErrorKind::Other => "failed".into(),
         };
-        write!(
-            f,
-            "{} discovery: {} {hint}: {}",
-            self.backend, self.action, self.detail
-        )
+        write!(f, "{} discovery: {} {hint}: {}", self.backend, self.action, self.detail)
     }
 }

@@ -14,10 +14,7 @@ const NS: &str = "ipfs-test";
 const SVC: &str = "cluster-peers";
 
 fn founded(states: &[Value]) -> usize {
-    states
-        .iter()
-        .filter(|s| s["founded"] == Value::Bool(true))
-        .count()
+    states.iter().filter(|s| s["founded"] == Value::Bool(true)).count()
 }
 
 /// 5 peers at the same instant, --expect 3: one cluster; then a 6th joins it.
@@ -56,17 +53,12 @@ async fn five_at_once_then_a_sixth(consensus: &str) {
             );
         }
         _ => {
-            assert_eq!(
-                no_bootstrap, 3,
-                "the 3 founders start as a fixed set: {runs:#?}"
-            );
+            assert_eq!(no_bootstrap, 3, "the 3 founders start as a fixed set: {runs:#?}");
             let sets: Vec<Value> = peers
                 .iter()
                 .filter_map(|p| {
-                    let svc: Value = serde_json::from_str(
-                        &std::fs::read_to_string(p.config().join("service.json")).ok()?,
-                    )
-                    .ok()?;
+                    let svc: Value =
+                        serde_json::from_str(&std::fs::read_to_string(p.config().join("service.json")).ok()?).ok()?;
                     let set = svc["consensus"]["raft"]["init_peerset"].clone();
                     set.as_array().is_some_and(|a| !a.is_empty()).then_some(set)
                 })
@@ -80,12 +72,7 @@ async fn five_at_once_then_a_sixth(consensus: &str) {
     }
     for p in &peers {
         let d = p.decisions();
-        assert_eq!(
-            d.len(),
-            1,
-            "exactly one decision event per run for {}",
-            p.name
-        );
+        assert_eq!(d.len(), 1, "exactly one decision event per run for {}", p.name);
         let ps = std::fs::read_to_string(p.config().join("peerstore")).unwrap();
         assert!(
             ps.lines().count() >= 2,
@@ -141,25 +128,11 @@ async fn raft_restart_keeps_state() {
     for p in &mut peers {
         p.start(&setup);
     }
-    let before = one_cluster(
-        &peers.iter().collect::<Vec<_>>(),
-        3,
-        Duration::from_secs(60),
-    )
-    .await;
+    let before = one_cluster(&peers.iter().collect::<Vec<_>>(), 3, Duration::from_secs(60)).await;
 
-    assert_eq!(
-        peers[1].stop(),
-        0,
-        "the double shuts down cleanly on SIGTERM"
-    );
+    assert_eq!(peers[1].stop(), 0, "the double shuts down cleanly on SIGTERM");
     peers[1].start(&setup);
-    let after = one_cluster(
-        &peers.iter().collect::<Vec<_>>(),
-        3,
-        Duration::from_secs(60),
-    )
-    .await;
+    let after = one_cluster(&peers.iter().collect::<Vec<_>>(), 3, Duration::from_secs(60)).await;
     assert_eq!(before[0]["cluster_id"], after[0]["cluster_id"]);
     let run = peers[1].daemon_runs().pop().unwrap();
     assert_eq!(
@@ -218,29 +191,16 @@ async fn dead_registrations_are_ignored() {
     for p in &mut peers {
         p.start(&setup);
     }
-    let states = one_cluster(
-        &peers.iter().collect::<Vec<_>>(),
-        3,
-        Duration::from_secs(60),
-    )
-    .await;
+    let states = one_cluster(&peers.iter().collect::<Vec<_>>(), 3, Duration::from_secs(60)).await;
     assert_eq!(founded(&states), 1);
     for p in &peers {
         let d = p.decisions().pop().unwrap();
         let peers = d["facts"]["peers"].as_array().unwrap();
         let dead: Vec<&Value> = peers
             .iter()
-            .filter(|o| {
-                o["registration"]["instance_id"]
-                    .as_str()
-                    .unwrap()
-                    .starts_with("dead-")
-            })
+            .filter(|o| o["registration"]["instance_id"].as_str().unwrap().starts_with("dead-"))
             .collect();
         assert_eq!(dead.len(), 2, "{} saw both stale records", p.name);
-        assert!(
-            dead.iter().all(|o| o["probe"]["state"] == "down"),
-            "{dead:#?}"
-        );
+        assert!(dead.iter().all(|o| o["probe"]["state"] == "down"), "{dead:#?}");
     }
 }

@@ -47,12 +47,8 @@ async fn unreachable_aws_is_not_an_empty_cluster() {
     let tmp = TempDir::new("unreachable");
     let mut p = Peer::new(&tmp.0, "p", Net::new().ip());
     let closed = format!("http://127.0.0.1:{}", free_port());
-    let setup = Setup::cloudmap(&closed, NS, SVC, "crdt", 1).arg(&[
-        "--timeout",
-        "3s",
-        "--cloudmap-service-id",
-        "srv-abcdef",
-    ]);
+    let setup =
+        Setup::cloudmap(&closed, NS, SVC, "crdt", 1).arg(&["--timeout", "3s", "--cloudmap-service-id", "srv-abcdef"]);
     p.start(&setup);
     assert_eq!(p.wait(Duration::from_secs(30)), 69);
     let err = p.stderr();
@@ -108,25 +104,14 @@ async fn bad_service_json_changes_nothing() {
             r#"{"cluster": {"secret": "#,
             "service.json: is not valid JSON",
         ),
-        (
-            "service.json",
-            r#"{"consensus": {"crdt": {}, "raft": {}}}"#,
-            "both",
-        ),
+        ("service.json", r#"{"consensus": {"crdt": {}, "raft": {}}}"#, "both"),
     ] {
         std::fs::write(p.config().join(file), content).unwrap();
-        std::fs::write(
-            p.config().join("peerstore"),
-            "/ip4/127.0.0.9/tcp/9096/p2p/x\n",
-        )
-        .unwrap();
+        std::fs::write(p.config().join("peerstore"), "/ip4/127.0.0.9/tcp/9096/p2p/x\n").unwrap();
         p.start(&Setup::cloudmap("http://127.0.0.1:9", NS, SVC, "crdt", 1));
         assert_eq!(p.wait(Duration::from_secs(20)), 65);
         assert!(p.stderr().contains(needle), "{}", p.stderr());
-        assert_eq!(
-            std::fs::read_to_string(p.config().join(file)).unwrap(),
-            content
-        );
+        assert_eq!(std::fs::read_to_string(p.config().join(file)).unwrap(), content);
         assert_eq!(
             std::fs::read_to_string(p.config().join("peerstore")).unwrap(),
             "/ip4/127.0.0.9/tcp/9096/p2p/x\n"
@@ -169,10 +154,7 @@ async fn plan_dry_run_and_discover() {
         .env("IPFS_CLUSTER_PATH", c.config())
         .env(
             "PATH",
-            format!(
-                "{}:/usr/bin:/bin",
-                crate::support::root().join(".venv/bin").display()
-            ),
+            format!("{}:/usr/bin:/bin", crate::support::root().join(".venv/bin").display()),
         )
         .output()
         .unwrap();
@@ -186,11 +168,7 @@ async fn plan_dry_run_and_discover() {
         assert_eq!(plan["decision"]["bootstrap"].as_array().unwrap().len(), 2);
         assert!(plan["daemon_argv"][2] == "--bootstrap");
         assert_eq!(snapshot(&c.config()), before, "plan changed files");
-        assert_eq!(
-            moto.instance_ids(&service_id).await.len(),
-            2,
-            "plan registered nothing"
-        );
+        assert_eq!(moto.instance_ids(&service_id).await.len(), 2, "plan registered nothing");
     }
 
     c.start_with(&setup, &["discover"]);
@@ -199,10 +177,7 @@ async fn plan_dry_run_and_discover() {
     assert_eq!(seen["discovery"], "cloudmap");
     let peers = seen["peers"].as_array().unwrap();
     assert_eq!(peers.len(), 2);
-    assert!(
-        peers.iter().all(|p| p["probe"]["state"] == "api"),
-        "{seen:#}"
-    );
+    assert!(peers.iter().all(|p| p["probe"]["state"] == "api"), "{seen:#}");
 }
 
 fn snapshot(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
@@ -255,14 +230,8 @@ async fn supervise_metadata_and_secrets() {
     });
     let setup = Setup::cloudmap(&moto.endpoint(), NS, SVC, "crdt", 1)
         .arg(&["--supervise", "--log-format", "json"])
-        .env(
-            "ECS_CONTAINER_METADATA_URI_V4",
-            &format!("{}/v4", metadata.url()),
-        )
-        .env(
-            "CLUSTER_RESTAPI_BASICAUTHCREDENTIALS",
-            "admin:hunter2-api-password",
-        )
+        .env("ECS_CONTAINER_METADATA_URI_V4", &format!("{}/v4", metadata.url()))
+        .env("CLUSTER_RESTAPI_BASICAUTHCREDENTIALS", "admin:hunter2-api-password")
         .env("AWS_SECRET_ACCESS_KEY", "aws-secret-key-never-logged");
     // The metadata gives the address: no --advertise-ip.
     p.start(&setup);
@@ -290,19 +259,12 @@ async fn supervise_metadata_and_secrets() {
     let log = p.stderr();
     let ours: Vec<&str> = log.lines().filter(|l| l.starts_with('{')).collect();
     assert!(
-        ours.len() >= 5
-            && ours
-                .iter()
-                .all(|l| serde_json::from_str::<Value>(l).is_ok()),
+        ours.len() >= 5 && ours.iter().all(|l| serde_json::from_str::<Value>(l).is_ok()),
         "one JSON object per line:\n{log}"
     );
     assert_eq!(p.decisions().len(), 1);
     assert!(log.contains("forwarding signal"), "{log}");
-    for secret in [
-        SECRET,
-        "hunter2-api-password",
-        "aws-secret-key-never-logged",
-    ] {
+    for secret in [SECRET, "hunter2-api-password", "aws-secret-key-never-logged"] {
         assert!(!log.contains(secret), "a secret reached the log");
     }
 }

@@ -35,8 +35,7 @@ impl Server {
                     continue;
                 };
                 s.set_nonblocking(false).unwrap();
-                s.set_read_timeout(Some(std::time::Duration::from_secs(2)))
-                    .unwrap();
+                s.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
                 let mut buf = vec![];
                 let mut chunk = [0u8; 4096];
                 let head_end = loop {
@@ -81,11 +80,7 @@ impl Server {
                 let _ = s.write_all(out.as_bytes());
             }
         });
-        Server {
-            port,
-            requests,
-            stop,
-        }
+        Server { port, requests, stop }
     }
 
     pub fn url(&self) -> String {

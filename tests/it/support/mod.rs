@@ -25,10 +25,7 @@ pub fn double() -> PathBuf {
 
 /// Panics unless `ip` is loopback: the harness never targets anything else.
 pub fn loopback(ip: IpAddr) -> IpAddr {
-    assert!(
-        ip.is_loopback(),
-        "test harness refuses non-loopback address {ip}"
-    );
+    assert!(ip.is_loopback(), "test harness refuses non-loopback address {ip}");
     ip
 }
 

@@ -15,11 +15,7 @@ pub struct Moto {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl Moto {
@@ -34,10 +30,7 @@ impl Moto {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let t = Instant::now();
         while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
-            assert!(
-                t.elapsed() < Duration::from_secs(20),
-                "moto_server did not start"
-            );
+            assert!(t.elapsed() < Duration::from_secs(20), "moto_server did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
         Moto { child, port }
@@ -52,9 +45,7 @@ impl Moto {
     pub async fn client(&self) -> sd::Client {
         let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new("us-east-1"))
-            .credentials_provider(sd::config::Credentials::new(
-                "testing", "testing", None, None, "static",
-            ))
+            .credentials_provider(sd::config::Credentials::new("testing", "testing", None, None, "static"))
             .endpoint_url(self.endpoint())
             .load()
             .await;
@@ -95,10 +86,7 @@ impl Moto {
             }
         }
         let c = self.client().await;
-        let mut req = c
-            .register_instance()
-            .service_id(service_id)
-            .instance_id(instance_id);
+        let mut req = c.register_instance().service_id(service_id).instance_id(instance_id);
         for (k, v) in attrs {
             req = req.attributes(*k, *v);
         }
@@ -107,12 +95,7 @@ impl Moto {
 
     pub async fn instance_ids(&self, service_id: &str) -> Vec<String> {
         let c = self.client().await;
-        let out = c
-            .list_instances()
-            .service_id(service_id)
-            .send()
-            .await
-            .unwrap();
+        let out = c.list_instances().service_id(service_id).send().await.unwrap();
         out.instances()
             .iter()
             .filter_map(|i| i.id().map(str::to_owned))

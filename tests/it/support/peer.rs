@@ -32,13 +32,7 @@ pub struct Setup {
 
 impl Setup {
     /// Cloud Map discovery against moto.
-    pub fn cloudmap(
-        endpoint: &str,
-        namespace: &str,
-        service: &str,
-        consensus: &str,
-        expect: usize,
-    ) -> Setup {
+    pub fn cloudmap(endpoint: &str, namespace: &str, service: &str, consensus: &str, expect: usize) -> Setup {
         let args = [
             "--discovery",
             "cloudmap",
@@ -71,10 +65,7 @@ impl Setup {
         ];
         Setup {
             args: args.iter().map(|s| s.to_string()).collect(),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         }
     }
 
@@ -125,17 +116,11 @@ impl Peer {
         c.env_clear()
             .env(
                 "PATH",
-                format!(
-                    "{}:/usr/local/bin:/usr/bin:/bin",
-                    root().join(".venv/bin").display()
-                ),
+                format!("{}:/usr/local/bin:/usr/bin:/bin", root().join(".venv/bin").display()),
             )
             .env("HOME", &self.dir)
             .env("IPFS_CLUSTER_PATH", self.config())
-            .env(
-                "CLUSTER_LISTENMULTIADDRESS",
-                format!("/ip4/{}/tcp/9096", self.ip),
-            )
+            .env("CLUSTER_LISTENMULTIADDRESS", format!("/ip4/{}/tcp/9096", self.ip))
             .env(
                 "CLUSTER_RESTAPI_HTTPLISTENMULTIADDRESS",
                 format!("/ip4/{}/tcp/9094", self.ip),
@@ -146,11 +131,7 @@ impl Peer {
         }
         c.args(extra).args(&setup.args);
         // In "ECS" the address comes from the task metadata endpoint instead.
-        if !setup
-            .env
-            .iter()
-            .any(|(k, _)| k == "ECS_CONTAINER_METADATA_URI_V4")
-        {
+        if !setup.env.iter().any(|(k, _)| k == "ECS_CONTAINER_METADATA_URI_V4") {
             c.args(["--advertise-ip", &self.ip.to_string()]);
         }
         c.arg("--daemon-bin").arg(double());
@@ -196,9 +177,7 @@ impl Peer {
             if let Some(status) = child.try_wait().unwrap() {
                 self.child = None;
                 use std::os::unix::process::ExitStatusExt;
-                return status
-                    .code()
-                    .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+                return status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
             }
             assert!(
                 t.elapsed() < timeout,
@@ -260,8 +239,7 @@ impl Peer {
                 if l.starts_with('{') {
                     // --log-format json: the record is a JSON string field.
                     let v: Value = serde_json::from_str(l).ok()?;
-                    (v["event"] == "decision")
-                        .then(|| serde_json::from_str(v["record"].as_str()?).ok())?
+                    (v["event"] == "decision").then(|| serde_json::from_str(v["record"].as_str()?).ok())?
                 } else if l.contains("event=\"decision\"") {
                     // text: `record={...}` ends the line.
                     let start = l.find("record=")? + "record=".len();

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The test command: installs the test bed if needed, then runs every test.
+#   scripts/test.sh            all tests (unit, property, end to end, the double's self-test)
+#   scripts/test.sh -- NAME    cargo test filter
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup-testbed.sh
+echo "== ipfs-cluster-service test double: self-test"
+.venv/bin/python -m unittest discover -s tests/double -p 'test_*.py'
+echo "== cargo test"
+cargo test --locked "${@:2}"
