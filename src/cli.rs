@@ -135,3 +135,27 @@ pub struct Cli {
     #[arg(last = true, value_name = "DAEMON_ARGS")]
     pub daemon_args: Vec<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every option is a flag and a BOOTSTRAP_<FLAG_IN_UPPER_SNAKE> variable, with help.
+    #[test]
+    fn every_option_has_its_env_var_and_help() {
+        let cmd = Cli::command();
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if matches!(id, "help" | "version" | "daemon_args") {
+                continue;
+            }
+            let want = format!("BOOTSTRAP_{}", id.to_uppercase());
+            assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some(want.as_str()), "{id}");
+            assert!(arg.get_help().is_some(), "{id} has no help");
+            if let Some(long) = arg.get_long() {
+                assert_eq!(long.replace('-', "_"), id, "flag and variable names agree");
+            }
+        }
+    }
+}

@@ -62,6 +62,8 @@ pub enum Error {
     },
     #[error("{0}")]
     Unsafe(String),
+    #[error("internal error: {0} (please report it)")]
+    Internal(String),
     #[error("stopped by signal {signal} before the daemon started")]
     Interrupted { signal: i32 },
 }
@@ -79,6 +81,7 @@ impl Error {
             Error::Write { .. } => code::CANTCREAT,
             Error::Daemon { .. } => code::OSERR,
             Error::Unsafe(_) => code::CONFIG,
+            Error::Internal(_) => code::SOFTWARE,
             Error::Interrupted { signal } => 128 + signal,
         }
     }

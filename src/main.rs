@@ -36,7 +36,9 @@ fn main() {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| ipfs_cluster_bootstrap::exit::Error::Unsafe(format!("cannot start the async runtime: {e}")))?;
+            .map_err(|e| {
+                ipfs_cluster_bootstrap::exit::Error::Internal(format!("cannot start the async runtime: {e}"))
+            })?;
         rt.block_on(app::run(cfg))
     });
     let exit = match result {

@@ -4,4 +4,5 @@
 mod support;
 
 mod cloudmap;
+mod docs;
 mod failures;
