@@ -405,6 +405,11 @@ async fn bootstrap<R: Registry>(cfg: &Config, registry: &R, prober: &Prober) -> 
         init_peerset: Some(set),
     } = &decision.action
     {
+        // Announce the founding set to members still deciding (they found with
+        // it rather than join a set that has no leader yet).
+        if let Some(c) = &contact {
+            c.propose(Greeting::founding(&me.peer_id, set));
+        }
         if apply::set_init_peerset(&local::service_json(&local.config_dir), set)? {
             info!(peers = set.len(), "service.json consensus.raft.init_peerset written");
         }
@@ -423,6 +428,19 @@ async fn bootstrap<R: Registry>(cfg: &Config, registry: &R, prober: &Prober) -> 
                 warn!(error = %e, "could not publish the founding set; a late member will join instead of founding")
             }
             Err(sig) => {
+                deregister(registry, &me).await;
+                return Err(interrupted(sig));
+            }
+        }
+        // Keep announcing for one poll interval of the others, so that every
+        // member still waiting sees it before our daemon takes the port.
+        if contact.is_some() {
+            let linger = Backoff::new(cfg.settle).cap + cfg.probe_timeout;
+            debug!(
+                linger_ms = linger.as_millis() as u64,
+                "announcing the founding set before starting"
+            );
+            if let Some(sig) = stop.sleep(linger).await {
                 deregister(registry, &me).await;
                 return Err(interrupted(sig));
             }

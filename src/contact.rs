@@ -21,6 +21,9 @@ pub const MAGIC: &[u8] = b"ipfs-cluster-bootstrap/1 ";
 pub struct Greeting {
     pub peer_id: String,
     pub proposal: Option<Vec<String>>,
+    /// Set once this sidecar decided to start a raft fixed-set launch with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub founding: Option<Vec<String>>,
 }
 
 impl Greeting {
@@ -28,6 +31,17 @@ impl Greeting {
         Greeting {
             peer_id: peer_id.to_string(),
             proposal: proposal.map(|p| p.iter().map(PeerId::to_string).collect()),
+            founding: None,
+        }
+    }
+
+    /// The greeting of a sidecar about to start a raft fixed-set launch.
+    pub fn founding(peer_id: &PeerId, set: &[PeerId]) -> Greeting {
+        let set: Vec<String> = set.iter().map(PeerId::to_string).collect();
+        Greeting {
+            peer_id: peer_id.to_string(),
+            proposal: Some(set.clone()),
+            founding: Some(set),
         }
     }
 

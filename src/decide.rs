@@ -61,6 +61,9 @@ pub enum Probe {
     /// Another ipfs-cluster-bootstrap, still deciding, and the founding set it
     /// would found with now (none while it sees fewer than `--expect` peers).
     Waiting { proposal: Option<Vec<PeerId>> },
+    /// Another ipfs-cluster-bootstrap that decided to start a raft fixed-set
+    /// launch with this init_peerset, and is about to start its daemon.
+    Founding { set: Vec<PeerId> },
     /// Something else answers at that address (a reused IP): not that peer.
     WrongPeer { answered: String },
     /// Nothing answered.
@@ -220,6 +223,8 @@ pub struct Decision {
 enum Liveness {
     /// Its daemon runs and is in a cluster (or its API is out of reach).
     Member,
+    /// Its sidecar is about to start a raft fixed-set launch.
+    Founding,
     /// Its daemon answers but is in no cluster yet (joining or electing).
     Starting,
     /// Its sidecar is still deciding.
@@ -232,6 +237,7 @@ fn liveness(p: &Probe) -> Option<Liveness> {
         Probe::Api { cluster_peers } if cluster_peers.is_empty() => Liveness::Starting,
         Probe::Api { .. } | Probe::Daemon => Liveness::Member,
         Probe::Waiting { .. } => Liveness::Waiting,
+        Probe::Founding { .. } => Liveness::Founding,
         Probe::Down { .. } => Liveness::Down,
         Probe::WrongPeer { .. } => return None,
     })
@@ -340,11 +346,17 @@ pub fn decide(f: &Facts) -> Decision {
         );
     }
 
-    // 2. Live peers: a raft member of the set they founded with keeps to it;
-    //    everyone else joins them.
-    if !members.is_empty() {
+    // 2. Live or founding peers: a raft member of the set they found with
+    //    keeps to it; everyone else joins the live ones, or waits for them.
+    let founding: Vec<&Observed> = others
+        .iter()
+        .filter(|(_, l)| *l == Liveness::Founding)
+        .map(|(o, _)| *o)
+        .collect();
+    if !members.is_empty() || !founding.is_empty() {
         if f.me.consensus == Consensus::Raft {
-            if let Some(set) = fixed_set_in_progress(&f.me.peer_id, &members) {
+            let live: Vec<&Observed> = members.iter().chain(&founding).copied().collect();
+            if let Some(set) = fixed_set_in_progress(&f.me.peer_id, &live) {
                 return done(
                     Action::Found {
                         init_peerset: Some(set.clone()),
@@ -353,7 +365,11 @@ pub fn decide(f: &Facts) -> Decision {
                 );
             }
         }
-        return done(Action::Join { bootstrap }, Reason::LiveCluster { live: members.len() });
+        if founding.is_empty() {
+            return done(Action::Join { bootstrap }, Reason::LiveCluster { live: members.len() });
+        }
+        let peers = founding.iter().map(|o| o.registration.peer_id.clone()).collect();
+        return done(Action::Wait, Reason::PeersStarting { peers });
     }
 
     // 3. Daemons up but in no cluster: a join or an election is under way.
@@ -436,18 +452,43 @@ pub fn decide(f: &Facts) -> Decision {
 }
 
 /// The founding set of a raft fixed-set launch under way, when this peer is one
-/// of it: every live peer published the same init_peerset, is in it, and (where
-/// its API answers) reports no member outside it.
-fn fixed_set_in_progress(me: &PeerId, members: &[&Observed]) -> Option<Vec<PeerId>> {
-    let set = members.first()?.registration.init_peerset.clone()?;
-    if !set.contains(me) {
+/// of it: every live peer shows the same set (announced while founding,
+/// published in its registration, or, failing both, the peers its API
+/// reports), is in it, and (where its API answers) reports no member outside it.
+fn fixed_set_in_progress(me: &PeerId, live: &[&Observed]) -> Option<Vec<PeerId>> {
+    let evidence = |o: &Observed| -> Option<Vec<PeerId>> {
+        match &o.probe {
+            Probe::Founding { set } => Some(set.clone()),
+            Probe::Api { cluster_peers } => o
+                .registration
+                .init_peerset
+                .clone()
+                .or_else(|| Some(cluster_peers.clone())),
+            _ => o.registration.init_peerset.clone(),
+        }
+    };
+    let sorted = |mut v: Vec<PeerId>| {
+        v.sort();
+        v.dedup();
+        v
+    };
+    // Prefer a set as announced or published: it is in founding order.
+    let set = live
+        .iter()
+        .find_map(|o| match &o.probe {
+            Probe::Founding { set } => Some(set.clone()),
+            _ => o.registration.init_peerset.clone(),
+        })
+        .or_else(|| live.first().and_then(|o| evidence(o)).map(sorted))?;
+    let key = sorted(set.clone());
+    if !key.contains(me) {
         return None;
     }
-    let consistent = members.iter().all(|o| {
-        o.registration.init_peerset.as_ref() == Some(&set)
-            && set.contains(&o.registration.peer_id)
+    let consistent = live.iter().all(|o| {
+        evidence(o).map(sorted).as_ref() == Some(&key)
+            && key.contains(&o.registration.peer_id)
             && match &o.probe {
-                Probe::Api { cluster_peers } => cluster_peers.iter().all(|p| set.contains(p)),
+                Probe::Api { cluster_peers } => cluster_peers.iter().all(|p| key.contains(p)),
                 _ => true,
             }
     });

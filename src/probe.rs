@@ -98,6 +98,19 @@ impl Prober {
             (Api::Id(id), _) => Probe::WrongPeer {
                 answered: truncate(&id.id),
             },
+            (
+                _,
+                Port::Greeting(Greeting {
+                    peer_id,
+                    founding: Some(set),
+                    ..
+                }),
+            ) if peer_id == r.peer_id.as_str() => {
+                match set.iter().map(|s| PeerId::parse(s)).collect::<Result<Vec<_>, _>>() {
+                    Ok(set) if !set.is_empty() => Probe::Founding { set },
+                    _ => Probe::Waiting { proposal: None },
+                }
+            }
             (_, Port::Greeting(g)) if g.peer_id == r.peer_id.as_str() => Probe::Waiting {
                 proposal: g
                     .proposal

@@ -214,6 +214,81 @@ fn a_registration_publishing_the_founding_set_wins_over_its_older_copy() {
 }
 
 #[test]
+fn raft_founding_announcement_is_followed_by_members_and_awaited_by_others() {
+    let set = ids(&[1, 0, 2]);
+    let f = facts(
+        Consensus::Raft,
+        3,
+        vec![
+            obs(1, 500, Probe::Founding { set: set.clone() }),
+            obs(2, 600, waiting(&[1, 0, 2])),
+        ],
+    );
+    check(
+        &f,
+        Action::Found {
+            init_peerset: Some(set.clone()),
+        },
+        "fixed_set_continues",
+    );
+    // Not in the announced set: wait for those daemons, do not join a sidecar.
+    let f = facts(
+        Consensus::Raft,
+        3,
+        vec![obs(1, 500, Probe::Founding { set: ids(&[1, 2, 3]) })],
+    );
+    check(&f, Action::Wait, "peers_starting");
+    let f = facts(
+        Consensus::Crdt,
+        3,
+        vec![obs(1, 500, Probe::Founding { set: set.clone() })],
+    );
+    check(&f, Action::Wait, "peers_starting");
+}
+
+#[test]
+fn raft_api_peerset_counts_as_the_founding_set_when_none_is_published() {
+    let f = facts(
+        Consensus::Raft,
+        3,
+        vec![obs(
+            1,
+            500,
+            Probe::Api {
+                cluster_peers: ids(&[2, 1, 0]),
+            },
+        )],
+    );
+    let mut sorted = ids(&[0, 1, 2]);
+    sorted.sort();
+    check(
+        &f,
+        Action::Found {
+            init_peerset: Some(sorted),
+        },
+        "fixed_set_continues",
+    );
+    let f = facts(
+        Consensus::Raft,
+        3,
+        vec![obs(
+            1,
+            500,
+            Probe::Api {
+                cluster_peers: ids(&[1, 2, 3]),
+            },
+        )],
+    );
+    check(
+        &f,
+        Action::Join {
+            bootstrap: vec![reg(1, 500).addr()],
+        },
+        "live_cluster",
+    );
+}
+
+#[test]
 fn raft_live_peer_without_published_set_is_joined() {
     let f = facts(Consensus::Raft, 3, vec![obs(1, 500, Probe::Daemon)]);
     check(
@@ -488,13 +563,18 @@ fn simulate(
     start: &[u64],
     delay: &[u64],
     dead: &[bool],
+    publish: bool,
 ) -> (Vec<Option<Action>>, usize) {
     #[derive(Clone)]
     enum St {
         Waiting(Option<Vec<PeerId>>),
+        /// A raft founder announcing its set until the given time.
+        Founding(Vec<PeerId>, u64),
         Live(Option<Vec<PeerId>>),
         Dead,
     }
+    // Founders announce for 3 polls (the app: one poll interval of the others).
+    let linger = 150;
     let mut st: Vec<St> = (0..n)
         .map(|i| if dead[i] { St::Dead } else { St::Waiting(None) })
         .collect();
@@ -505,6 +585,14 @@ fn simulate(
     let mut rounds = 0;
     for now in (0..20_000u64).step_by(50) {
         rounds += 1;
+        for s in st.iter_mut() {
+            if let St::Founding(set, until) = s {
+                if now >= *until {
+                    // The registry shows the published set only if the backend has one.
+                    *s = St::Live(publish.then(|| set.clone()));
+                }
+            }
+        }
         let snapshot = st.clone();
         for me in 0..n {
             if !matches!(st[me], St::Waiting(_)) || now < start[me] {
@@ -518,6 +606,7 @@ fn simulate(
                             error: "refused".into(),
                         },
                         St::Waiting(p) => Probe::Waiting { proposal: p.clone() },
+                        St::Founding(set, _) => Probe::Founding { set: set.clone() },
                         St::Live(_) => Probe::Daemon,
                     };
                     let mut o = obs(j, start[j], probe);
@@ -549,8 +638,14 @@ fn simulate(
             let d = decide(&f);
             match &d.action {
                 Action::Wait => st[me] = St::Waiting(d.proposal.clone()),
-                Action::Found { init_peerset } => {
-                    st[me] = St::Live(init_peerset.clone());
+                Action::Found {
+                    init_peerset: Some(set),
+                } => {
+                    st[me] = St::Founding(set.clone(), now + linger);
+                    out[me] = Some(d.action.clone());
+                }
+                Action::Found { init_peerset: None } => {
+                    st[me] = St::Live(None);
                     out[me] = Some(d.action.clone());
                 }
                 a => {
@@ -574,9 +669,10 @@ proptest! {
         start in prop::collection::vec(0u64..3000, 6),
         delay in prop::collection::vec(0u64..1500, 7),
         dead in prop::collection::vec(prop::bool::weighted(0.15), 6),
+        publish in any::<bool>(),
     ) {
         let consensus = if raft { Consensus::Raft } else { Consensus::Crdt };
-        let (out, _) = simulate(consensus, n, expect, &start, &delay, &dead);
+        let (out, _) = simulate(consensus, n, expect, &start, &delay, &dead, publish);
         let founds: Vec<&Option<Vec<PeerId>>> = out.iter().flatten().filter_map(|a| match a {
             Action::Found { init_peerset } => Some(init_peerset),
             _ => None,
@@ -590,6 +686,15 @@ proptest! {
         if alive >= expect {
             prop_assert!(!founds.is_empty(), "nobody founded with {} alive of {}: {:?}", alive, expect, out);
             prop_assert!(out.iter().enumerate().all(|(i, a)| dead[i] || a.is_some()), "someone never started: {:?}", out);
+        }
+        // Raft: no member of the founding set joins instead (the set would
+        // have no leader until a majority of it starts).
+        if let Some(Some(set)) = founds.first() {
+            for (i, a) in out.iter().enumerate() {
+                if set.contains(&id(i)) {
+                    prop_assert!(matches!(a, Some(Action::Found { .. })), "founding member {} did {:?}: {:?}", i, a, out);
+                }
+            }
         }
     }
 }

@@ -6,3 +6,4 @@ mod support;
 mod cloudmap;
 mod docs;
 mod failures;
+mod paths;

@@ -28,6 +28,8 @@ pub struct Peer {
 pub struct Setup {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// After `--`: appended to `ipfs-cluster-service daemon`.
+    pub daemon_args: Vec<String>,
 }
 
 impl Setup {
@@ -66,6 +68,7 @@ impl Setup {
         Setup {
             args: args.iter().map(|s| s.to_string()).collect(),
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            daemon_args: vec![],
         }
     }
 
@@ -135,6 +138,9 @@ impl Peer {
             c.args(["--advertise-ip", &self.ip.to_string()]);
         }
         c.arg("--daemon-bin").arg(double());
+        if !setup.daemon_args.is_empty() {
+            c.arg("--").args(&setup.daemon_args);
+        }
         c
     }
 
@@ -187,6 +193,11 @@ impl Peer {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The PID of the process started last (the sidecar, then the daemon it execs).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("not running").id()
     }
 
     pub fn signal(&self, sig: i32) {

@@ -1,0 +1,191 @@
+//! Other paths through the same decision: static lists, probes that fall back
+//! to the cluster port, a crdt restart, signals while waiting, the exec itself.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::moto::Moto;
+use crate::support::peer::{one_cluster, Peer, Setup, SECRET};
+use crate::support::{double, root, testbed_ready, Net, TempDir};
+
+const NS: &str = "ipfs-test";
+const SVC: &str = "cluster-peers";
+
+/// Runs the double's `init` for a peer and returns its peer ID.
+fn init(p: &Peer, consensus: &str) -> String {
+    std::fs::create_dir_all(p.config()).unwrap();
+    let out = std::process::Command::new(double())
+        .args(["init", "--consensus", consensus])
+        .env_clear()
+        .env("PATH", format!("{}:/usr/bin:/bin", root().join(".venv/bin").display()))
+        .env("IPFS_CLUSTER_PATH", p.config())
+        .env("CLUSTER_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let identity: Value =
+        serde_json::from_str(&std::fs::read_to_string(p.config().join("identity.json")).unwrap()).unwrap();
+    identity["id"].as_str().unwrap().to_owned()
+}
+
+/// --discovery static with full multiaddrs: a raft fixed-set launch, no AWS at all.
+#[tokio::test]
+async fn static_list_raft_fixed_set() {
+    if !testbed_ready() {
+        return;
+    }
+    let tmp = TempDir::new("static");
+    let mut net = Net::new();
+    let mut peers: Vec<Peer> = (0..3).map(|i| Peer::new(&tmp.0, &format!("s{i}"), net.ip())).collect();
+    let list: Vec<String> = peers
+        .iter()
+        .map(|p| format!("/ip4/{}/tcp/9096/p2p/{}", p.ip, init(p, "raft")))
+        .collect();
+    let setup = Setup::cloudmap("http://127.0.0.1:9", NS, SVC, "raft", 3)
+        .arg(&["--discovery", "static", "--peers", &list.join(",")])
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9");
+    for p in &mut peers {
+        p.start(&setup);
+    }
+    let states = one_cluster(&peers.iter().collect::<Vec<_>>(), 3, Duration::from_secs(60)).await;
+    assert!(states
+        .iter()
+        .all(|s| s["founded"] != Value::Bool(false) || s["consensus"] == "raft"));
+    for p in &peers {
+        let d = p.decisions().pop().unwrap();
+        assert_eq!(d["discovery"], "static");
+        assert_eq!(d["decision"]["action"], "found", "{d:#}");
+        let set: Vec<&str> = d["decision"]["init_peerset"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let want: Vec<&str> = list.iter().map(|a| a.rsplit('/').next().unwrap()).collect();
+        assert_eq!(set, want, "the founding set follows the list order");
+    }
+}
+
+/// REST APIs out of reach (wrong --api-port): probes fall back to the cluster
+/// port, still one cluster. Also: DAEMON_ARGS reach the daemon, the daemon runs
+/// in the sidecar's process (exec), and the registration carries its attributes.
+#[tokio::test]
+async fn cluster_port_fallback_exec_and_attributes() {
+    if !testbed_ready() {
+        return;
+    }
+    let moto = Moto::start();
+    let service_id = moto.cloudmap(NS, SVC).await;
+    let tmp = TempDir::new("fallback");
+    let mut net = Net::new();
+    let mut setup = Setup::cloudmap(&moto.endpoint(), NS, SVC, "crdt", 2).arg(&["--api-port", "9999"]);
+    setup.daemon_args = vec!["daemon".into(), "--stats".into()];
+    let mut peers: Vec<Peer> = (0..3).map(|i| Peer::new(&tmp.0, &format!("f{i}"), net.ip())).collect();
+    for p in &mut peers {
+        p.start(&setup);
+    }
+    one_cluster(&peers.iter().collect::<Vec<_>>(), 3, Duration::from_secs(60)).await;
+    let mut saw_daemon = false;
+    for p in &peers {
+        let run = p.daemon_runs().pop().unwrap();
+        assert_eq!(
+            run["pid"].as_u64(),
+            Some(u64::from(p.pid())),
+            "exec: the daemon has the sidecar's PID"
+        );
+        let argv: Vec<&str> = run["argv"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(argv.last(), Some(&"--stats"), "{argv:?}");
+        assert_eq!(argv.iter().filter(|a| **a == "daemon").count(), 1, "{argv:?}");
+        let d = p.decisions().pop().unwrap();
+        for o in d["facts"]["peers"].as_array().unwrap() {
+            assert_ne!(
+                o["probe"]["state"], "api",
+                "the API port is wrong, so no API probe can succeed"
+            );
+            saw_daemon |= o["probe"]["state"] == "daemon";
+        }
+    }
+    assert!(saw_daemon, "a joiner saw the founder through its cluster port");
+
+    let c = moto.client().await;
+    let listed = c.list_instances().service_id(&service_id).send().await.unwrap();
+    for inst in listed.instances() {
+        let a = inst.attributes().unwrap();
+        for k in [
+            "AWS_INSTANCE_IPV4",
+            "AWS_INSTANCE_PORT",
+            "ipfs_cluster_peer_id",
+            "ipfs_cluster_registered_at",
+            "ipfs_cluster_consensus",
+            "ipfs_cluster_api_port",
+        ] {
+            assert!(a.contains_key(k), "registration lacks {k}: {a:?}");
+        }
+        assert_eq!(a["AWS_INSTANCE_PORT"], "9096");
+        assert_eq!(a["ipfs_cluster_consensus"], "crdt");
+    }
+}
+
+/// A crdt peer restarted on its state starts on it, reconnecting to live peers
+/// with --bootstrap; its peerstore lists the others' current addresses.
+#[tokio::test]
+async fn crdt_restart_reconnects() {
+    if !testbed_ready() {
+        return;
+    }
+    let moto = Moto::start();
+    moto.cloudmap(NS, SVC).await;
+    let tmp = TempDir::new("crdt-restart");
+    let mut net = Net::new();
+    let setup = Setup::cloudmap(&moto.endpoint(), NS, SVC, "crdt", 3);
+    let mut peers: Vec<Peer> = (0..3).map(|i| Peer::new(&tmp.0, &format!("c{i}"), net.ip())).collect();
+    for p in &mut peers {
+        p.start(&setup);
+    }
+    let before = one_cluster(&peers.iter().collect::<Vec<_>>(), 3, Duration::from_secs(60)).await;
+    assert_eq!(peers[0].stop(), 0);
+    peers[0].start(&setup);
+    let after = one_cluster(&peers.iter().collect::<Vec<_>>(), 3, Duration::from_secs(60)).await;
+    assert_eq!(before[0]["cluster_id"], after[0]["cluster_id"]);
+    let d = peers[0].decisions().pop().unwrap();
+    assert_eq!(d["decision"]["reason"]["rule"], "existing_state");
+    assert_eq!(d["decision"]["bootstrap"].as_array().unwrap().len(), 2, "{d:#}");
+    let ps = std::fs::read_to_string(peers[0].config().join("peerstore")).unwrap();
+    for p in &peers[1..] {
+        assert!(ps.contains(&format!("/ip4/{}/tcp/9096/p2p/", p.ip)), "{ps}");
+    }
+}
+
+/// SIGTERM while waiting: the sidecar deregisters and exits 128+15, and no
+/// daemon starts.
+#[tokio::test]
+async fn sigterm_while_waiting_deregisters() {
+    if !testbed_ready() {
+        return;
+    }
+    let moto = Moto::start();
+    let service_id = moto.cloudmap(NS, SVC).await;
+    let tmp = TempDir::new("sigterm");
+    let mut p = Peer::new(&tmp.0, "w", Net::new().ip());
+    p.start(&Setup::cloudmap(&moto.endpoint(), NS, SVC, "raft", 3));
+    let t = std::time::Instant::now();
+    while moto.instance_ids(&service_id).await.is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "never registered: {}",
+            p.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    p.signal(libc::SIGTERM);
+    assert_eq!(p.wait(Duration::from_secs(15)), 128 + libc::SIGTERM);
+    assert!(moto.instance_ids(&service_id).await.is_empty(), "deregistered");
+    assert!(p.daemon_runs().is_empty());
+    assert!(p.stderr().contains("stopped by signal 15"), "{}", p.stderr());
+}
