@@ -258,6 +258,7 @@ async fn bootstrap<R: Registry>(cfg: &Config, registry: &R, prober: &Prober) -> 
     info!(peer_id = %me.peer_id, consensus = %local.consensus, has_state = local.has_state, ip = %ip, source, instance_id = %me.instance_id, discovery = registry.name(), "local peer");
     let me_facts = Me {
         peer_id: me.peer_id.clone(),
+        ip,
         consensus: local.consensus,
         has_state: local.has_state,
         registered_at_ms: me.registered_at_ms,
@@ -288,14 +289,7 @@ async fn bootstrap<R: Registry>(cfg: &Config, registry: &R, prober: &Prober) -> 
     }
 
     let mut stop = Stop::new();
-    let contact_addr = SocketAddr::new(ip, cfg.cluster_port);
-    let contact = match ContactPoint::start(contact_addr, Greeting::new(&me.peer_id, None)).await {
-        Ok(c) => Some(c),
-        Err(e) => {
-            warn!(address = %contact_addr, error = %e, "cannot listen on the cluster port while deciding: other peers will see this one as down, so it can join a cluster but not found one");
-            None
-        }
-    };
+    let contact = listen(ip, cfg.cluster_port, &me, cfg.loopback_only).await;
 
     let interrupted = |sig| Error::Interrupted { signal: sig };
     match retry("registering this peer", deadline, &mut stop, || registry.register(&me)).await {
@@ -482,6 +476,30 @@ fn record<'a, R: Registry>(
         reason_text: decision.reason.to_string(),
         daemon_argv: argv.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
     }
+}
+
+/// The contact point on the advertised address, else (an address not on this
+/// host, behind NAT) on every address, unless --loopback-only.
+async fn listen(ip: std::net::IpAddr, port: u16, me: &Registration, loopback_only: bool) -> Option<ContactPoint> {
+    let greeting = Greeting::new(&me.peer_id, None);
+    let first = SocketAddr::new(ip, port);
+    let err = match ContactPoint::start(first, greeting.clone()).await {
+        Ok(c) => return Some(c),
+        Err(e) => e,
+    };
+    if !loopback_only {
+        let any: std::net::IpAddr = if ip.is_ipv4() {
+            [0, 0, 0, 0].into()
+        } else {
+            [0u16; 8].into()
+        };
+        if let Ok(c) = ContactPoint::start(SocketAddr::new(any, port), greeting).await {
+            debug!(address = %first, error = %err, "listening on every address instead");
+            return Some(c);
+        }
+    }
+    warn!(address = %first, error = %err, "cannot listen on the cluster port while deciding: other peers will see this one as down, so it can join a cluster but not found one");
+    None
 }
 
 /// Best effort: leaving the registry on the way out.

@@ -106,7 +106,7 @@ mod tests {
     #[test]
     fn greeting_round_trip_and_rejects_other_bytes() {
         let id = PeerId::parse(crate::peer::tests::IDS[0]).unwrap();
-        let g = Greeting::new(&id, Some(&[id.clone()]));
+        let g = Greeting::new(&id, Some(std::slice::from_ref(&id)));
         assert_eq!(Greeting::parse(&g.line()), Some(g.clone()));
         assert_eq!(Greeting::parse(b"\x8f\x01 random pnet nonce bytes...."), None);
         assert_eq!(Greeting::parse(b"ipfs-cluster-bootstrap/1 {not json"), None);

@@ -81,6 +81,8 @@ pub struct Observed {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Me {
     pub peer_id: PeerId,
+    /// The address this peer registers and listens on.
+    pub ip: IpAddr,
     pub consensus: Consensus,
     /// Local consensus state (raft folder, crdt datastore) already exists.
     pub has_state: bool,
@@ -116,6 +118,9 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "rule", rename_all = "snake_case")]
 pub enum Reason {
+    DuplicateIdentity {
+        ip: IpAddr,
+    },
     ExistingState {
         consensus: Consensus,
     },
@@ -155,6 +160,11 @@ pub enum Reason {
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Reason::DuplicateIdentity { ip } => write!(
+                f,
+                "another running peer at {ip} has this peer's ID (a shared identity.json or CLUSTER_ID?): \
+                 refusing to start until it is gone"
+            ),
             Reason::ExistingState { consensus: Consensus::Raft } => {
                 f.write_str("local raft state exists: starting on it, without --bootstrap (it would wipe that state)")
             }
@@ -331,6 +341,20 @@ pub fn decide(f: &Facts) -> Decision {
         .take(MAX_BOOTSTRAP)
         .map(|o| o.registration.addr())
         .collect();
+
+    // 0. Another live peer with this peer's identity: never start beside it.
+    if let Some(twin) = f.peers.iter().find(|o| {
+        o.registration.peer_id == f.me.peer_id
+            && o.registration.ip != f.me.ip
+            && !matches!(o.probe, Probe::Down { .. } | Probe::WrongPeer { .. })
+    }) {
+        return done(
+            Action::Wait,
+            Reason::DuplicateIdentity {
+                ip: twin.registration.ip,
+            },
+        );
+    }
 
     // 1. Existing state: start on it. Raft never gets --bootstrap over its state.
     if f.me.has_state {

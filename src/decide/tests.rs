@@ -38,6 +38,7 @@ fn facts(consensus: Consensus, expect: usize, peers: Vec<Observed>) -> Facts {
     Facts {
         me: Me {
             peer_id: id(0),
+            ip: "127.0.0.2".parse().unwrap(),
             consensus,
             has_state: false,
             registered_at_ms: 1000,
@@ -82,6 +83,29 @@ fn existing_raft_state_starts_without_bootstrap_even_with_live_peers() {
     );
     f.me.has_state = true;
     check(&f, Action::Start { bootstrap: vec![] }, "existing_state");
+}
+
+#[test]
+fn a_live_twin_with_this_peer_id_blocks_everything() {
+    let mut twin = obs(0, 900, Probe::Daemon);
+    twin.registration.ip = "127.0.0.99".parse().unwrap();
+    let mut f = facts(Consensus::Raft, 1, vec![twin.clone()]);
+    f.me.has_state = true;
+    check(&f, Action::Wait, "duplicate_identity");
+    // A dead copy, or an old record of this very address, is no twin.
+    twin.probe = Probe::Down {
+        error: "refused".into(),
+    };
+    check(
+        &facts(Consensus::Crdt, 1, vec![twin]),
+        Action::Found { init_peerset: None },
+        "founder",
+    );
+    check(
+        &facts(Consensus::Crdt, 1, vec![obs(0, 1, Probe::Daemon)]),
+        Action::Found { init_peerset: None },
+        "founder",
+    );
 }
 
 #[test]
@@ -506,6 +530,7 @@ fn same_view(consensus: Consensus, n: usize, expect: usize, times: &[u64], dead:
             let f = Facts {
                 me: Me {
                     peer_id: id(me),
+                    ip: reg(me, 0).ip,
                     consensus,
                     has_state: false,
                     registered_at_ms: times[me],
@@ -619,6 +644,7 @@ fn simulate(
             let mut f = Facts {
                 me: Me {
                     peer_id: id(me),
+                    ip: reg(me, 0).ip,
                     consensus,
                     has_state: false,
                     registered_at_ms: start[me],

@@ -148,17 +148,7 @@ async fn plan_dry_run_and_discover() {
     assert!(!c.config().join("service.json").exists());
 
     // With a config: plan says join, and nothing changes.
-    std::fs::create_dir_all(c.config()).unwrap();
-    let out = std::process::Command::new(crate::support::double())
-        .args(["init", "--consensus", "crdt"])
-        .env("IPFS_CLUSTER_PATH", c.config())
-        .env(
-            "PATH",
-            format!("{}:/usr/bin:/bin", crate::support::root().join(".venv/bin").display()),
-        )
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    c.init("crdt");
     let before = snapshot(&c.config());
     for extra in [&["plan"][..], &["run", "--dry-run"][..]] {
         c.start_with(&setup, extra);

@@ -6,28 +6,11 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::moto::Moto;
-use crate::support::peer::{one_cluster, Peer, Setup, SECRET};
-use crate::support::{double, root, testbed_ready, Net, TempDir};
+use crate::support::peer::{one_cluster, Peer, Setup};
+use crate::support::{testbed_ready, Net, TempDir};
 
 const NS: &str = "ipfs-test";
 const SVC: &str = "cluster-peers";
-
-/// Runs the double's `init` for a peer and returns its peer ID.
-fn init(p: &Peer, consensus: &str) -> String {
-    std::fs::create_dir_all(p.config()).unwrap();
-    let out = std::process::Command::new(double())
-        .args(["init", "--consensus", consensus])
-        .env_clear()
-        .env("PATH", format!("{}:/usr/bin:/bin", root().join(".venv/bin").display()))
-        .env("IPFS_CLUSTER_PATH", p.config())
-        .env("CLUSTER_SECRET", SECRET)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let identity: Value =
-        serde_json::from_str(&std::fs::read_to_string(p.config().join("identity.json")).unwrap()).unwrap();
-    identity["id"].as_str().unwrap().to_owned()
-}
 
 /// --discovery static with full multiaddrs: a raft fixed-set launch, no AWS at all.
 #[tokio::test]
@@ -40,7 +23,7 @@ async fn static_list_raft_fixed_set() {
     let mut peers: Vec<Peer> = (0..3).map(|i| Peer::new(&tmp.0, &format!("s{i}"), net.ip())).collect();
     let list: Vec<String> = peers
         .iter()
-        .map(|p| format!("/ip4/{}/tcp/9096/p2p/{}", p.ip, init(p, "raft")))
+        .map(|p| format!("/ip4/{}/tcp/9096/p2p/{}", p.ip, p.init("raft")))
         .collect();
     let setup = Setup::cloudmap("http://127.0.0.1:9", NS, SVC, "raft", 3)
         .arg(&["--discovery", "static", "--peers", &list.join(",")])

@@ -144,6 +144,23 @@ impl Peer {
         c
     }
 
+    /// Runs the double's `init` in the peer's config folder; returns its peer ID.
+    pub fn init(&self, consensus: &str) -> String {
+        fs::create_dir_all(self.config()).unwrap();
+        let out = Command::new(double())
+            .args(["init", "--consensus", consensus])
+            .env_clear()
+            .env("PATH", format!("{}:/usr/bin:/bin", root().join(".venv/bin").display()))
+            .env("IPFS_CLUSTER_PATH", self.config())
+            .env("CLUSTER_SECRET", SECRET)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let identity: Value =
+            serde_json::from_str(&fs::read_to_string(self.config().join("identity.json")).unwrap()).unwrap();
+        identity["id"].as_str().unwrap().to_owned()
+    }
+
     /// Starts `run`; stdout and stderr go to files in the peer's folder.
     pub fn start(&mut self, setup: &Setup) {
         self.start_with(setup, &[]);
