@@ -9,6 +9,15 @@ MOTO_VERSION="${MOTO_VERSION:-5.2.5}"
 if [ -x .venv/bin/moto_server ] && .venv/bin/python -c 'import moto, cryptography' 2>/dev/null; then
   exit 0
 fi
+if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+  # Debian splits venv out of python3.
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+  else
+    echo "python3 cannot create venvs: install python3-venv (Debian) and run again" >&2
+    exit 1
+  fi
+fi
 python3 -m venv .venv
 .venv/bin/pip install --quiet --disable-pip-version-check "moto[server]==${MOTO_VERSION}" cryptography
 .venv/bin/moto_server --help >/dev/null

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::support::http::{Response, Server};
 use crate::support::moto::{free_port, Moto};
-use crate::support::peer::{one_cluster, Peer, Setup, SECRET};
+use crate::support::peer::{Peer, Setup, SECRET};
 use crate::support::{testbed_ready, Net, TempDir};
 
 const NS: &str = "ipfs-test";
@@ -134,12 +134,27 @@ async fn plan_dry_run_and_discover() {
     let service_id = moto.cloudmap(NS, SVC).await;
     let tmp = TempDir::new("plan");
     let mut net = Net::new();
-    let setup = Setup::cloudmap(&moto.endpoint(), NS, SVC, "crdt", 2);
+    // The REST APIs want credentials: the probes must send them to read /id.
+    let setup = Setup::cloudmap(&moto.endpoint(), NS, SVC, "crdt", 2)
+        .env("CLUSTER_RESTAPI_BASICAUTHCREDENTIALS", "admin:hunter2-api-password");
     let mut a = Peer::new(&tmp.0, "a", net.ip());
     let mut b = Peer::new(&tmp.0, "b", net.ip());
     a.start(&setup);
     b.start(&setup);
-    one_cluster(&[&a, &b], 2, Duration::from_secs(60)).await;
+    let t = std::time::Instant::now();
+    loop {
+        let auth = Some(("admin", "hunter2-api-password"));
+        let (sa, sb) = (a.state_as(auth).await, b.state_as(auth).await);
+        let ready = |s: &Option<Value>| {
+            s.as_ref()
+                .is_some_and(|s| s["peers"].as_array().is_some_and(|p| p.len() == 2))
+        };
+        if ready(&sa) && ready(&sb) && sa.unwrap()["cluster_id"] == sb.unwrap()["cluster_id"] {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "{}\n{}", a.stderr(), b.stderr());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 
     let mut c = Peer::new(&tmp.0, "c", net.ip());
     // Without a config, plan refuses (it would have to init).
