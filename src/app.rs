@@ -2,7 +2,7 @@
 //! decision record. config → local peer → self address → register/discover →
 //! probe → decide → apply → launch.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -13,16 +13,17 @@ use crate::apply;
 use crate::cli::Mode;
 use crate::config::{Config, Discovery, SecretEnv};
 use crate::contact::{ContactPoint, Greeting};
-use crate::decide::{decide, Action, Decision, Facts, Me, Observed, Registration};
+use crate::decide::{decide, Action, Decision, Facts, Me, Observed, Probe, Registration};
 use crate::discovery::attributes::now_ms;
 use crate::discovery::cloudmap::CloudMap;
+use crate::discovery::dns::{self, DnsName};
 use crate::discovery::static_list::StaticList;
-use crate::discovery::{Discovered, Registry};
+use crate::discovery::{Candidate, Discovered, Registry};
 use crate::exit::Error;
 use crate::launch;
 use crate::local::{self, LocalPeer};
-use crate::peer::Consensus;
-use crate::probe::Prober;
+use crate::peer::{Consensus, PeerId};
+use crate::probe::{Probed, Prober};
 use crate::selfaddr::{self, SelfAddr};
 
 pub async fn run(cfg: Config) -> Result<i32, Error> {
@@ -51,7 +52,21 @@ pub async fn run(cfg: Config) -> Result<i32, Error> {
             );
             with_registry(&cfg, &registry).await
         }
-        Discovery::Static { peers } => with_registry(&cfg, &StaticList::new(peers.clone(), cfg.api_port)).await,
+        Discovery::Static { peers } => {
+            let resolver = match peers.iter().any(|p| p.has_host_name()) {
+                true => Some(dns::resolver(cfg.dns_server).map_err(Error::usage)?),
+                false => None,
+            };
+            with_registry(&cfg, &StaticList::new(peers.clone(), cfg.api_port, resolver)).await
+        }
+        Discovery::Dns { name } => {
+            let resolver = dns::resolver(cfg.dns_server).map_err(Error::usage)?;
+            with_registry(
+                &cfg,
+                &DnsName::new(resolver, name.clone(), cfg.cluster_port, cfg.api_port),
+            )
+            .await
+        }
     }
 }
 
@@ -66,16 +81,21 @@ async fn with_registry<R: Registry>(cfg: &Config, registry: &R) -> Result<i32, E
 /// `discover`: what the backend lists and what probing finds, as JSON.
 async fn discover<R: Registry>(registry: &R, prober: &Prober) -> Result<i32, Error> {
     let Discovered { registrations, skipped } = registry.discover().await?;
-    let peers = prober.probe_all(registrations).await;
+    let Probed {
+        observed: peers,
+        unidentified,
+    } = prober.probe_all(registrations).await;
     #[derive(Serialize)]
     struct Out<'a> {
         discovery: &'a str,
         peers: Vec<Observed>,
+        unidentified: Vec<std::net::IpAddr>,
         skipped: Vec<String>,
     }
     print_json(&Out {
         discovery: registry.name(),
         peers,
+        unidentified,
         skipped,
     });
     Ok(0)
@@ -245,13 +265,24 @@ async fn bootstrap<R: Registry>(cfg: &Config, registry: &R, prober: &Prober) -> 
         .clone()
         .or(task_id)
         .unwrap_or_else(|| local.peer_id.to_string());
+    let mut stop = Stop::new();
+    let interrupted = |sig| Error::Interrupted { signal: sig };
+    let rank = match retry("ranking this peer", deadline, &mut stop, || {
+        registry.rank(&local.peer_id, ip, now_ms())
+    })
+    .await
+    {
+        Ok(Ok(rank)) => rank,
+        Ok(Err(e)) => return Err(e.into()),
+        Err(sig) => return Err(interrupted(sig)),
+    };
     let mut me = Registration {
         instance_id,
         peer_id: local.peer_id.clone(),
         ip,
         cluster_port: cfg.cluster_port,
         api_port: cfg.api_port,
-        registered_at_ms: registry.registered_at(&local.peer_id, now_ms()),
+        registered_at_ms: rank,
         consensus: Some(local.consensus),
         init_peerset: None,
     };
@@ -263,16 +294,25 @@ async fn bootstrap<R: Registry>(cfg: &Config, registry: &R, prober: &Prober) -> 
         has_state: local.has_state,
         registered_at_ms: me.registered_at_ms,
     };
-    let others = |d: Discovered| -> Vec<Registration> {
+    // Everyone listed but this peer; peers listed without an ID get the one
+    // they told earlier at the same address.
+    let mut known_ids: HashMap<(std::net::IpAddr, u16), PeerId> = HashMap::new();
+    let others = |d: Discovered, known: &HashMap<(std::net::IpAddr, u16), PeerId>| -> Vec<Candidate> {
         d.registrations
             .into_iter()
-            .filter(|r| r.instance_id != me.instance_id)
+            .filter(|c| c.instance_id != me.instance_id && !(c.ip == me.ip && c.cluster_port == me.cluster_port))
+            .map(|mut c| {
+                if c.peer_id.is_none() {
+                    c.peer_id = known.get(&(c.ip, c.cluster_port)).cloned();
+                }
+                c
+            })
             .collect()
     };
 
     if read_only {
         // One round, nothing registered or written; the view counts as settled.
-        let peers = prober.probe_all(others(registry.discover().await?)).await;
+        let probed = prober.probe_all(others(registry.discover().await?, &known_ids)).await;
         let settle_ms = cfg.settle.as_millis() as u64;
         let facts = Facts {
             me: me_facts,
@@ -280,7 +320,8 @@ async fn bootstrap<R: Registry>(cfg: &Config, registry: &R, prober: &Prober) -> 
             settle_ms,
             now_ms: settle_ms,
             view_since_ms: 0,
-            peers,
+            peers: probed.observed,
+            unidentified: probed.unidentified,
         };
         let decision = decide(&facts);
         let argv = apply::daemon_argv(&cfg.daemon_bin, &decision.action, &cfg.daemon_args);
@@ -288,10 +329,7 @@ async fn bootstrap<R: Registry>(cfg: &Config, registry: &R, prober: &Prober) -> 
         return Ok(0);
     }
 
-    let mut stop = Stop::new();
     let contact = listen(ip, cfg.cluster_port, &me, cfg.loopback_only).await;
-
-    let interrupted = |sig| Error::Interrupted { signal: sig };
     match retry("registering this peer", deadline, &mut stop, || registry.register(&me)).await {
         Ok(Ok(())) => info!(instance_id = %me.instance_id, "registered"),
         Ok(Err(e)) => return Err(e.into()),
@@ -324,7 +362,13 @@ async fn bootstrap<R: Registry>(cfg: &Config, registry: &R, prober: &Prober) -> 
                         warn!(registration = %s, "ignoring a registration");
                     }
                 }
-                let peers = prober.probe_all(others(found)).await;
+                let probed = prober.probe_all(others(found, &known_ids)).await;
+                for o in &probed.observed {
+                    let r = &o.registration;
+                    if !matches!(o.probe, Probe::WrongPeer { .. } | Probe::Down { .. }) {
+                        known_ids.insert((r.ip, r.cluster_port), r.peer_id.clone());
+                    }
+                }
                 let now_ms = started.elapsed().as_millis() as u64;
                 let mut facts = Facts {
                     me: me_facts.clone(),
@@ -332,7 +376,8 @@ async fn bootstrap<R: Registry>(cfg: &Config, registry: &R, prober: &Prober) -> 
                     settle_ms,
                     now_ms,
                     view_since_ms,
-                    peers,
+                    peers: probed.observed,
+                    unidentified: probed.unidentified,
                 };
                 let view = facts.view();
                 if last_view.as_ref() != Some(&view) {

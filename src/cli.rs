@@ -23,6 +23,8 @@ pub enum DiscoveryKind {
     Cloudmap,
     /// A fixed list of peers given with --peers.
     Static,
+    /// Every A/AAAA record of --dns-name (a docker-compose service, a Cloud Map DNS name).
+    Dns,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -80,9 +82,18 @@ pub struct Cli {
     #[arg(long, env = "BOOTSTRAP_CLOUDMAP_SERVICE_ID")]
     pub cloudmap_service_id: Option<String>,
 
-    /// Static peers: comma-separated /ip4/IP/tcp/PORT/p2p/ID multiaddrs, in founding order.
+    /// Static peers, in founding order, comma-separated: /ip4/IP/tcp/PORT[/p2p/ID],
+    /// /dns4/HOST/tcp/PORT[/p2p/ID], IPs or host names (port: --cluster-port).
     #[arg(long, env = "BOOTSTRAP_PEERS")]
     pub peers: Option<String>,
+
+    /// DNS discovery: the name whose A/AAAA records are the peers (Cloud Map answers at most 8).
+    #[arg(long, env = "BOOTSTRAP_DNS_NAME")]
+    pub dns_name: Option<String>,
+
+    /// Name server for DNS names, IP:PORT (default: the system's, from /etc/resolv.conf).
+    #[arg(long, env = "BOOTSTRAP_DNS_SERVER")]
+    pub dns_server: Option<std::net::SocketAddr>,
 
     /// This peer's address as the others reach it. Default: this task's first IPv4 from
     /// the ECS task metadata endpoint v4 ($ECS_CONTAINER_METADATA_URI_V4/task).

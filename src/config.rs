@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::{Cli, DiscoveryKind, LogFormat, Mode};
+use crate::discovery::static_list::StaticPeer;
 use crate::exit::Error;
-use crate::peer::{Consensus, PeerAddr};
+use crate::peer::Consensus;
 
 /// A value that must never reach a log line: Debug and Display print `***`.
 #[derive(Clone, PartialEq, Eq)]
@@ -44,7 +45,10 @@ pub enum Discovery {
         service_id: Option<String>,
     },
     Static {
-        peers: Vec<PeerAddr>,
+        peers: Vec<StaticPeer>,
+    },
+    Dns {
+        name: String,
     },
 }
 
@@ -53,6 +57,7 @@ impl Discovery {
         match self {
             Discovery::CloudMap { .. } => "cloudmap",
             Discovery::Static { .. } => "static",
+            Discovery::Dns { .. } => "dns",
         }
     }
 }
@@ -71,6 +76,8 @@ pub struct Config {
     pub dry_run: bool,
     pub supervise: bool,
     pub discovery: Discovery,
+    /// The name server for DNS names (default: the system's).
+    pub dns_server: Option<std::net::SocketAddr>,
     pub expect: usize,
     pub settle: Duration,
     pub timeout: Duration,
@@ -150,7 +157,7 @@ impl Config {
                     None => errors.push("--discovery static needs --peers (BOOTSTRAP_PEERS)".into()),
                     Some(list) => {
                         for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                            match PeerAddr::parse(item) {
+                            match StaticPeer::parse(item, cli.cluster_port) {
                                 Ok(a) => peers.push(a),
                                 Err(e) => errors.push(format!("--peers: {e}")),
                             }
@@ -159,7 +166,26 @@ impl Config {
                 }
                 Discovery::Static { peers }
             }
+            DiscoveryKind::Dns => match cli.dns_name.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+                None => {
+                    errors.push("--discovery dns needs --dns-name (BOOTSTRAP_DNS_NAME)".into());
+                    Discovery::Dns { name: String::new() }
+                }
+                Some(name) => Discovery::Dns { name: name.to_owned() },
+            },
         };
+        let resolves_names = match &discovery {
+            Discovery::Dns { .. } => true,
+            Discovery::Static { peers } => peers.iter().any(StaticPeer::has_host_name),
+            Discovery::CloudMap { .. } => false,
+        };
+        if cli.loopback_only && resolves_names && !cli.dns_server.is_some_and(|a| a.ip().is_loopback()) {
+            errors.push(
+                "--loopback-only with host names to resolve needs --dns-server on a loopback address \
+                 (the system resolver is not on loopback)"
+                    .into(),
+            );
+        }
 
         if let Some(id) = &cli.instance_id {
             let ok = !id.is_empty()
@@ -265,6 +291,7 @@ impl Config {
             dry_run: cli.dry_run,
             supervise: cli.supervise,
             discovery,
+            dns_server: cli.dns_server,
             expect,
             settle: cli.settle,
             timeout: cli.timeout,
@@ -357,13 +384,54 @@ mod tests {
     }
 
     #[test]
-    fn static_peers_must_be_full_multiaddrs() {
+    fn static_peers_and_dns_names() {
+        let c = config(
+            &["--discovery", "static", "--expect", "2", "--peers", "127.0.0.2, host-b"],
+            &[("HOME", "/h")],
+        )
+        .unwrap();
+        let Discovery::Static { peers } = c.discovery else {
+            panic!()
+        };
+        assert_eq!(peers.len(), 2);
         let e = config(
-            &["--discovery", "static", "--expect", "2", "--peers", "127.0.0.2"],
+            &["--discovery", "static", "--expect", "2", "--peers", "a b"],
             &[("HOME", "/h")],
         )
         .unwrap_err();
         assert!(e.to_string().contains("--peers"), "{e}");
+        let e = config(&["--discovery", "dns", "--expect", "2"], &[("HOME", "/h")]).unwrap_err();
+        assert!(e.to_string().contains("--dns-name"), "{e}");
+        // Loopback-only test beds must not ask the system resolver.
+        let e = config(
+            &[
+                "--discovery",
+                "dns",
+                "--dns-name",
+                "x",
+                "--expect",
+                "2",
+                "--loopback-only",
+            ],
+            &[("HOME", "/h")],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("--dns-server"), "{e}");
+        config(
+            &[
+                "--discovery",
+                "dns",
+                "--dns-name",
+                "x",
+                "--expect",
+                "2",
+                "--loopback-only",
+                "--dns-server",
+                "127.0.0.1:5353",
+            ],
+            &[("HOME", "/h")],
+        )
+        .unwrap();
     }
 
     #[test]

@@ -100,6 +100,9 @@ pub struct Facts {
     pub view_since_ms: u64,
     /// Every registration but this peer's own, with its probe.
     pub peers: Vec<Observed>,
+    /// Addresses (DNS, plain addresses) where a daemon answers but its peer ID
+    /// could not be read: a cluster may run there, but it cannot be joined.
+    pub unidentified: Vec<IpAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -132,6 +135,9 @@ pub enum Reason {
     },
     PeersStarting {
         peers: Vec<PeerId>,
+    },
+    UnidentifiedDaemons {
+        ips: Vec<IpAddr>,
     },
     TooFew {
         alive: usize,
@@ -180,6 +186,13 @@ impl fmt::Display for Reason {
             Reason::PeersStarting { peers } => {
                 write!(f, "daemons of {} are up but in no cluster yet: waiting for them", join_ids(peers))
             }
+            Reason::UnidentifiedDaemons { ips } => write!(
+                f,
+                "daemons run at {} but their peer IDs are unknown (their REST API is out of reach and they were \
+                 not seen while deciding): waiting; expose the REST API (CLUSTER_RESTAPI_HTTPLISTENMULTIADDRESS) \
+                 or list full /p2p/ multiaddrs",
+                ips.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            ),
             Reason::TooFew { alive, expect } => {
                 write!(f, "{alive} live or waiting peer(s) registered, --expect needs {expect}: waiting for more")
             }
@@ -404,6 +417,15 @@ pub fn decide(f: &Facts) -> Decision {
         .collect();
     if !starting.is_empty() {
         return done(Action::Wait, Reason::PeersStarting { peers: starting });
+    }
+    // A daemon runs where no peer ID is known: never found beside it.
+    if !f.unidentified.is_empty() {
+        return done(
+            Action::Wait,
+            Reason::UnidentifiedDaemons {
+                ips: f.unidentified.clone(),
+            },
+        );
     }
 
     // 4. Founding: enough peers, a settled view, and every founder agreeing.

@@ -11,7 +11,8 @@ use tokio::net::TcpStream;
 
 use crate::config::Credentials;
 use crate::contact::{Greeting, MAGIC};
-use crate::decide::{Observed, Probe, Registration};
+use crate::decide::{Observed, Probe};
+use crate::discovery::Candidate;
 use crate::peer::PeerId;
 
 #[derive(Clone)]
@@ -27,6 +28,14 @@ struct IdResponse {
     id: String,
     #[serde(default)]
     cluster_peers: Option<Vec<String>>,
+}
+
+/// What probing found: identified peers, and addresses where a daemon runs
+/// whose peer ID is unknown.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Probed {
+    pub observed: Vec<Observed>,
+    pub unidentified: Vec<std::net::IpAddr>,
 }
 
 enum Api {
@@ -59,35 +68,65 @@ impl Prober {
         }
     }
 
-    /// Probes every registration concurrently; results in the input order.
-    pub async fn probe_all(&self, registrations: Vec<Registration>) -> Vec<Observed> {
+    /// Probes every candidate concurrently; results in the input order. A
+    /// candidate without a peer ID takes the one it answers with; one that
+    /// answers only as a daemon, without one, is `unidentified`.
+    pub async fn probe_all(&self, candidates: Vec<Candidate>) -> Probed {
         let mut set = tokio::task::JoinSet::new();
-        for (i, r) in registrations.into_iter().enumerate() {
+        for (i, c) in candidates.into_iter().enumerate() {
             let p = self.clone();
             set.spawn(async move {
-                let probe = p.probe(&r).await;
-                (i, Observed { registration: r, probe })
+                let (id, probe) = p.probe(&c).await;
+                (i, c, id, probe)
             });
         }
-        let mut out: Vec<(usize, Observed)> = Vec::with_capacity(set.len());
+        let mut out = Vec::with_capacity(set.len());
         while let Some(res) = set.join_next().await {
             if let Ok(x) = res {
                 out.push(x);
             }
         }
-        out.sort_by_key(|(i, _)| *i);
-        out.into_iter().map(|(_, o)| o).collect()
+        out.sort_by_key(|x| x.0);
+        let mut probed = Probed::default();
+        for (_, c, id, probe) in out {
+            match id {
+                Some(id) => probed.observed.push(Observed {
+                    registration: c.identified(id),
+                    probe,
+                }),
+                None if probe == Probe::Daemon => probed.unidentified.push(c.ip),
+                None => {}
+            }
+        }
+        probed
     }
 
-    pub async fn probe(&self, r: &Registration) -> Probe {
-        if self.loopback_only && !r.ip.is_loopback() {
-            return Probe::Down {
-                error: format!("not probed: {} is not a loopback address (--loopback-only)", r.ip),
-            };
+    /// What answers at a candidate, and the peer ID it goes by (the listed one,
+    /// else the one it answered with).
+    pub async fn probe(&self, c: &Candidate) -> (Option<PeerId>, Probe) {
+        if self.loopback_only && !c.ip.is_loopback() {
+            let error = format!("not probed: {} is not a loopback address (--loopback-only)", c.ip);
+            return (c.peer_id.clone(), Probe::Down { error });
         }
-        let (api, port) = tokio::join!(self.api(r), self.port(r));
-        match (api, port) {
-            (Api::Id(id), _) if id.id == r.peer_id.as_str() => Probe::Api {
+        let (api, port) = tokio::join!(self.api(c), self.port(c));
+        let answered: Option<PeerId> = match (&api, &port) {
+            (Api::Id(id), _) => PeerId::parse(&id.id).ok(),
+            (_, Port::Greeting(g)) => PeerId::parse(&g.peer_id).ok(),
+            _ => None,
+        };
+        if let (Some(listed), Some(answered)) = (&c.peer_id, &answered) {
+            if listed != answered {
+                return (
+                    Some(listed.clone()),
+                    Probe::WrongPeer {
+                        answered: answered.to_string(),
+                    },
+                );
+            }
+        }
+        let id = c.peer_id.clone().or(answered);
+        let probe = match (api, port) {
+            (Api::Id(id), _) => Probe::Api {
                 cluster_peers: id
                     .cluster_peers
                     .unwrap_or_default()
@@ -95,33 +134,23 @@ impl Prober {
                     .filter_map(|p| PeerId::parse(p).ok())
                     .collect(),
             },
-            (Api::Id(id), _) => Probe::WrongPeer {
-                answered: truncate(&id.id),
-            },
             (
                 _,
                 Port::Greeting(Greeting {
-                    peer_id,
-                    founding: Some(set),
-                    ..
+                    founding: Some(set), ..
                 }),
-            ) if peer_id == r.peer_id.as_str() => {
-                match set.iter().map(|s| PeerId::parse(s)).collect::<Result<Vec<_>, _>>() {
-                    Ok(set) if !set.is_empty() => Probe::Founding { set },
-                    _ => Probe::Waiting { proposal: None },
-                }
-            }
-            (_, Port::Greeting(g)) if g.peer_id == r.peer_id.as_str() => Probe::Waiting {
+            ) => match set.iter().map(|s| PeerId::parse(s)).collect::<Result<Vec<_>, _>>() {
+                Ok(set) if !set.is_empty() => Probe::Founding { set },
+                _ => Probe::Waiting { proposal: None },
+            },
+            (_, Port::Greeting(g)) => Probe::Waiting {
                 proposal: g
                     .proposal
                     .and_then(|p| p.iter().map(|s| PeerId::parse(s).ok()).collect()),
             },
-            (_, Port::Greeting(g)) => Probe::WrongPeer {
-                answered: truncate(&g.peer_id),
-            },
             (Api::Refused(status), _) => {
                 tracing::warn!(
-                    peer = %r.peer_id, status,
+                    address = %c.ip, status,
                     "the peer's REST API refuses our credentials (CLUSTER_RESTAPI_BASICAUTHCREDENTIALS); counting it as a running daemon"
                 );
                 Probe::Daemon
@@ -130,10 +159,11 @@ impl Prober {
             (Api::Unreachable(a), Port::Closed(p)) => Probe::Down {
                 error: format!("cluster port: {p}; REST API: {a}"),
             },
-        }
+        };
+        (id, probe)
     }
 
-    async fn api(&self, r: &Registration) -> Api {
+    async fn api(&self, r: &Candidate) -> Api {
         let host = match r.ip {
             std::net::IpAddr::V4(ip) => ip.to_string(),
             std::net::IpAddr::V6(ip) => format!("[{ip}]"),
@@ -147,7 +177,8 @@ impl Prober {
         };
         match get("/id").await {
             Ok(resp) if resp.status().is_success() => match resp.json::<IdResponse>().await {
-                Ok(id) => Api::Id(id),
+                Ok(id) if PeerId::parse(&id.id).is_ok() => Api::Id(id),
+                Ok(id) => Api::Unreachable(format!("/id answered a malformed peer ID {:?}", truncate(&id.id))),
                 Err(e) => Api::Unreachable(format!("/id answered something else: {e}")),
             },
             Ok(resp) if matches!(resp.status().as_u16(), 401 | 403) => {
@@ -168,7 +199,7 @@ impl Prober {
         }
     }
 
-    async fn port(&self, r: &Registration) -> Port {
+    async fn port(&self, r: &Candidate) -> Port {
         let addr = std::net::SocketAddr::new(r.ip, r.cluster_port);
         let mut sock = match tokio::time::timeout(self.timeout, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,

@@ -48,6 +48,7 @@ fn facts(consensus: Consensus, expect: usize, peers: Vec<Observed>) -> Facts {
         now_ms: 100_000,
         view_since_ms: 0,
         peers,
+        unidentified: vec![],
     }
 }
 
@@ -335,6 +336,22 @@ fn daemons_in_no_cluster_yet_make_it_wait() {
 }
 
 #[test]
+fn a_daemon_without_a_known_peer_id_blocks_founding() {
+    let mut f = facts(Consensus::Crdt, 1, vec![]);
+    f.unidentified = vec!["127.0.0.9".parse().unwrap()];
+    check(&f, Action::Wait, "unidentified_daemons");
+    // ... but not joining identified live peers.
+    f.peers = vec![obs(1, 10, Probe::Daemon)];
+    check(
+        &f,
+        Action::Join {
+            bootstrap: vec![reg(1, 10).addr()],
+        },
+        "live_cluster",
+    );
+}
+
+#[test]
 fn too_few_alive_peers_wait() {
     let f = facts(
         Consensus::Crdt,
@@ -540,6 +557,7 @@ fn same_view(consensus: Consensus, n: usize, expect: usize, times: &[u64], dead:
                 now_ms: 10_000,
                 view_since_ms: 0,
                 peers,
+                unidentified: vec![],
             };
             decide(&f)
         })
@@ -654,6 +672,7 @@ fn simulate(
                 now_ms: now,
                 view_since_ms: view_since[me],
                 peers,
+                unidentified: vec![],
             };
             let view = f.view();
             if view != last_view[me] {

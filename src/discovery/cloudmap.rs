@@ -225,8 +225,8 @@ impl Registry for CloudMap {
         "cloudmap"
     }
 
-    fn registered_at(&self, _me: &PeerId, now_ms: u64) -> u64 {
-        now_ms
+    async fn rank(&self, _me: &PeerId, _ip: std::net::IpAddr, now_ms: u64) -> Result<u64, DiscoveryError> {
+        Ok(now_ms)
     }
 
     async fn register(&self, me: &Registration) -> Result<(), DiscoveryError> {
@@ -288,7 +288,7 @@ impl Registry for CloudMap {
             let id = inst.instance_id().unwrap_or_default();
             let empty = Default::default();
             match attributes::decode(id, inst.attributes().unwrap_or(&empty), self.default_api_port) {
-                Ok(r) => found.registrations.push(r),
+                Ok(r) => found.registrations.push(r.into()),
                 Err(why) => found.skipped.push(format!("instance {id:?}: {why}")),
             }
         }

@@ -4,18 +4,77 @@
 
 pub mod attributes;
 pub mod cloudmap;
+pub mod dns;
 pub mod static_list;
 
 use std::fmt;
+use std::net::IpAddr;
+
+use serde::Serialize;
 
 use crate::decide::Registration;
 use crate::exit::code;
-use crate::peer::PeerId;
+use crate::peer::{Consensus, PeerId};
 
-/// What a backend found: the registrations it could read, and why it skipped others.
+/// A registration as a backend lists it. DNS names and plain addresses carry
+/// no peer ID: the peer tells it when probed (its greeting or its `/id`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Candidate {
+    pub instance_id: String,
+    pub peer_id: Option<PeerId>,
+    pub ip: IpAddr,
+    pub cluster_port: u16,
+    pub api_port: u16,
+    /// The founding order: registration time, launch time, list position or address.
+    pub rank: u64,
+    pub consensus: Option<Consensus>,
+    pub init_peerset: Option<Vec<PeerId>>,
+}
+
+impl Candidate {
+    /// The registration, once the peer ID is known.
+    pub fn identified(self, peer_id: PeerId) -> Registration {
+        Registration {
+            instance_id: self.instance_id,
+            peer_id,
+            ip: self.ip,
+            cluster_port: self.cluster_port,
+            api_port: self.api_port,
+            registered_at_ms: self.rank,
+            consensus: self.consensus,
+            init_peerset: self.init_peerset,
+        }
+    }
+}
+
+impl From<Registration> for Candidate {
+    fn from(r: Registration) -> Candidate {
+        Candidate {
+            instance_id: r.instance_id,
+            peer_id: Some(r.peer_id),
+            ip: r.ip,
+            cluster_port: r.cluster_port,
+            api_port: r.api_port,
+            rank: r.registered_at_ms,
+            consensus: r.consensus,
+            init_peerset: r.init_peerset,
+        }
+    }
+}
+
+/// The founding rank of an address, for backends that order by address:
+/// IPv4 in numeric order, then IPv6 by its first 64 bits.
+pub fn address_rank(ip: IpAddr) -> u64 {
+    match ip {
+        IpAddr::V4(v4) => u64::from(u32::from(v4)),
+        IpAddr::V6(v6) => u64::MAX / 2 + (((u128::from(v6) >> 64) as u64) >> 1),
+    }
+}
+
+/// What a backend found: the candidates it could read, and why it skipped others.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Discovered {
-    pub registrations: Vec<Registration>,
+    pub registrations: Vec<Candidate>,
     pub skipped: Vec<String>,
 }
 
@@ -23,8 +82,8 @@ pub struct Discovered {
 #[allow(async_fn_in_trait)]
 pub trait Registry {
     fn name(&self) -> &'static str;
-    /// The founding-order timestamp this peer registers with.
-    fn registered_at(&self, me: &PeerId, now_ms: u64) -> u64;
+    /// This peer's founding rank (see `Candidate::rank`).
+    async fn rank(&self, me: &PeerId, ip: IpAddr, now_ms: u64) -> Result<u64, DiscoveryError>;
     /// Makes `me` visible to the others (an upsert: calling it again updates it).
     async fn register(&self, me: &Registration) -> Result<(), DiscoveryError>;
     async fn deregister(&self, me: &Registration) -> Result<(), DiscoveryError>;

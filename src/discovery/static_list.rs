@@ -1,18 +1,141 @@
-//! A fixed list of peers (`--peers`): full multiaddrs, founding order = list order.
-//! Nothing to register.
+//! A fixed list of peers (`--peers`): full multiaddrs, addresses without a
+//! peer ID, or host names. The founding order is the list order. Nothing to
+//! register; peers without an ID in the list tell it when probed.
 
-use super::{Discovered, DiscoveryError, Registry};
+use std::net::IpAddr;
+
+use hickory_resolver::TokioResolver;
+
+use super::{dns, Candidate, Discovered, DiscoveryError, Registry};
 use crate::decide::Registration;
 use crate::peer::{PeerAddr, PeerId};
 
+/// One entry of `--peers`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StaticPeer {
+    /// `/ip4|ip6/IP/tcp/PORT[/p2p/ID]` or a bare IP.
+    Addr {
+        ip: IpAddr,
+        port: u16,
+        peer_id: Option<PeerId>,
+    },
+    /// `/dns|dns4|dns6/HOST/tcp/PORT[/p2p/ID]` or a bare host name.
+    Host {
+        name: String,
+        port: u16,
+        peer_id: Option<PeerId>,
+    },
+}
+
+impl StaticPeer {
+    /// Parses one entry; bare addresses and names take `default_port`.
+    pub fn parse(text: &str, default_port: u16) -> Result<StaticPeer, String> {
+        let text = text.trim();
+        if text.starts_with('/') {
+            if let Ok(a) = PeerAddr::parse(text) {
+                return Ok(StaticPeer::Addr {
+                    ip: a.ip,
+                    port: a.port,
+                    peer_id: Some(a.peer_id),
+                });
+            }
+            let parts: Vec<&str> = text.split('/').collect();
+            let err = |why: &str| {
+                format!("{text:?}: {why} (forms: /ip4/IP/tcp/PORT[/p2p/ID], /dns4/HOST/tcp/PORT[/p2p/ID], IP, HOST)")
+            };
+            let (proto, host, port, id) = match parts.as_slice() {
+                ["", proto, host, "tcp", port] => (*proto, *host, *port, None),
+                ["", proto, host, "tcp", port, "p2p" | "ipfs", id] => (*proto, *host, *port, Some(*id)),
+                _ => return Err(err("unexpected shape")),
+            };
+            let port: u16 = port
+                .parse()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| err("bad TCP port"))?;
+            let peer_id = id.map(PeerId::parse).transpose().map_err(|e| err(&e.to_string()))?;
+            return match proto {
+                "ip4" | "ip6" => {
+                    let ip: IpAddr = host.parse().map_err(|_| err("bad IP address"))?;
+                    if (proto == "ip4") != ip.is_ipv4() {
+                        return Err(err("the IP does not match the protocol"));
+                    }
+                    Ok(StaticPeer::Addr { ip, port, peer_id })
+                }
+                "dns" | "dns4" | "dns6" if valid_host(host) => Ok(StaticPeer::Host {
+                    name: host.to_owned(),
+                    port,
+                    peer_id,
+                }),
+                _ => Err(err("unknown protocol or bad host name")),
+            };
+        }
+        if let Ok(ip) = text.parse::<IpAddr>() {
+            return Ok(StaticPeer::Addr {
+                ip,
+                port: default_port,
+                peer_id: None,
+            });
+        }
+        if valid_host(text) {
+            return Ok(StaticPeer::Host {
+                name: text.to_owned(),
+                port: default_port,
+                peer_id: None,
+            });
+        }
+        Err(format!(
+            "{text:?} is not an IP address, a host name or a /ip4|ip6|dns4/…/tcp/PORT[/p2p/ID] multiaddr"
+        ))
+    }
+
+    pub fn has_host_name(&self) -> bool {
+        matches!(self, StaticPeer::Host { .. })
+    }
+}
+
+fn valid_host(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !l.starts_with('-')
+        })
+}
+
 pub struct StaticList {
-    peers: Vec<PeerAddr>,
+    peers: Vec<StaticPeer>,
     api_port: u16,
+    resolver: Option<TokioResolver>,
 }
 
 impl StaticList {
-    pub fn new(peers: Vec<PeerAddr>, api_port: u16) -> StaticList {
-        StaticList { peers, api_port }
+    /// `resolver` is needed only when the list has host names.
+    pub fn new(peers: Vec<StaticPeer>, api_port: u16, resolver: Option<TokioResolver>) -> StaticList {
+        StaticList {
+            peers,
+            api_port,
+            resolver,
+        }
+    }
+
+    /// Every (position, ip, port, peer ID) the list stands for, host names resolved.
+    async fn entries(&self) -> Result<Vec<(usize, IpAddr, u16, Option<PeerId>)>, DiscoveryError> {
+        let mut out = vec![];
+        for (i, p) in self.peers.iter().enumerate() {
+            match p {
+                StaticPeer::Addr { ip, port, peer_id } => out.push((i, *ip, *port, peer_id.clone())),
+                StaticPeer::Host { name, port, peer_id } => {
+                    let Some(resolver) = &self.resolver else { continue };
+                    for ip in dns::lookup(resolver, name).await? {
+                        out.push((i, ip, *port, peer_id.clone()));
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -21,12 +144,13 @@ impl Registry for StaticList {
         "static"
     }
 
-    /// The position in --peers; a peer not listed comes after all listed ones.
-    fn registered_at(&self, me: &PeerId, _now_ms: u64) -> u64 {
-        self.peers
-            .iter()
-            .position(|p| &p.peer_id == me)
-            .unwrap_or(self.peers.len()) as u64
+    /// The position in --peers (by peer ID, else by address); a peer not
+    /// listed comes after all listed ones.
+    async fn rank(&self, me: &PeerId, ip: IpAddr, _now_ms: u64) -> Result<u64, DiscoveryError> {
+        let entries = self.entries().await?;
+        let by_id = entries.iter().find(|e| e.3.as_ref() == Some(me));
+        let by_ip = entries.iter().find(|e| e.1 == ip && e.3.is_none());
+        Ok(by_id.or(by_ip).map_or(self.peers.len(), |e| e.0) as u64)
     }
 
     async fn register(&self, _me: &Registration) -> Result<(), DiscoveryError> {
@@ -39,16 +163,16 @@ impl Registry for StaticList {
 
     async fn discover(&self) -> Result<Discovered, DiscoveryError> {
         let registrations = self
-            .peers
-            .iter()
-            .enumerate()
-            .map(|(i, p)| Registration {
-                instance_id: p.to_string(),
-                peer_id: p.peer_id.clone(),
-                ip: p.ip,
-                cluster_port: p.port,
+            .entries()
+            .await?
+            .into_iter()
+            .map(|(i, ip, port, peer_id)| Candidate {
+                instance_id: std::net::SocketAddr::new(ip, port).to_string(),
+                peer_id,
+                ip,
+                cluster_port: port,
                 api_port: self.api_port,
-                registered_at_ms: i as u64,
+                rank: i as u64,
                 consensus: None,
                 init_peerset: None,
             })
@@ -57,5 +181,71 @@ impl Registry for StaticList {
             registrations,
             skipped: vec![],
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peer::tests::IDS;
+
+    #[test]
+    fn parses_every_form() {
+        let id = PeerId::parse(IDS[0]).unwrap();
+        let ip: IpAddr = "10.0.0.5".parse().unwrap();
+        for (text, want) in [
+            (
+                format!("/ip4/10.0.0.5/tcp/9000/p2p/{}", IDS[0]),
+                StaticPeer::Addr {
+                    ip,
+                    port: 9000,
+                    peer_id: Some(id.clone()),
+                },
+            ),
+            (
+                "/ip4/10.0.0.5/tcp/9000".into(),
+                StaticPeer::Addr {
+                    ip,
+                    port: 9000,
+                    peer_id: None,
+                },
+            ),
+            (
+                "10.0.0.5".into(),
+                StaticPeer::Addr {
+                    ip,
+                    port: 9096,
+                    peer_id: None,
+                },
+            ),
+            (
+                "cluster-1.local".into(),
+                StaticPeer::Host {
+                    name: "cluster-1.local".into(),
+                    port: 9096,
+                    peer_id: None,
+                },
+            ),
+            (
+                format!("/dns4/c1/tcp/9096/p2p/{}", IDS[0]),
+                StaticPeer::Host {
+                    name: "c1".into(),
+                    port: 9096,
+                    peer_id: Some(id.clone()),
+                },
+            ),
+        ] {
+            assert_eq!(StaticPeer::parse(&text, 9096).unwrap(), want, "{text}");
+        }
+        for bad in [
+            "/ip4/10.0.0.5/tcp/0",
+            "/ip4/::1/tcp/1",
+            "/dns4/-x/tcp/1",
+            "/quic/x",
+            "no spaces allowed",
+            "/ip4/1.2.3.4/tcp/1/p2p/x",
+        ] {
+            assert!(StaticPeer::parse(bad, 9096).is_err(), "{bad} accepted");
+        }
     }
 }
