@@ -3,7 +3,7 @@
 
 mod support;
 
-mod cloudmap;
 mod docs;
 mod failures;
+mod launches;
 mod paths;

@@ -172,3 +172,48 @@ async fn sigterm_while_waiting_deregisters() {
     assert!(p.daemon_runs().is_empty());
     assert!(p.stderr().contains("stopped by signal 15"), "{}", p.stderr());
 }
+
+/// `discover` prints the same JSON shape for every backend.
+#[tokio::test]
+async fn discover_has_one_shape_for_every_backend() {
+    if !testbed_ready() {
+        return;
+    }
+    let moto = Moto::start();
+    moto.cloudmap(NS, SVC).await;
+    let tmp = TempDir::new("shape");
+    let mut net = Net::new();
+    let setup = Setup::cloudmap(&moto.endpoint(), NS, SVC, "crdt", 2);
+    let mut a = Peer::new(&tmp.0, "a", net.ip());
+    let mut b = Peer::new(&tmp.0, "b", net.ip());
+    a.start(&setup);
+    b.start(&setup);
+    one_cluster(&[&a, &b], 2, Duration::from_secs(60)).await;
+
+    let dnsd = crate::support::dnsd::Dnsd::start("peers.test", &[a.ip, b.ip]);
+    let list = format!("{},{}", a.ip, b.ip);
+    let mut shapes = vec![];
+    for extra in [
+        vec![],
+        vec![
+            "--discovery",
+            "dns",
+            "--dns-name",
+            "peers.test",
+            "--dns-server",
+            &dnsd.server(),
+        ],
+        vec!["--discovery", "static", "--peers", &list],
+    ] {
+        let mut c = Peer::new(&tmp.0, &format!("c{}", shapes.len()), net.ip());
+        c.start_with(&setup.clone().arg(&extra), &["discover"]);
+        assert_eq!(c.wait(Duration::from_secs(20)), 0, "{}", c.stderr());
+        let seen: Value = serde_json::from_str(&c.stdout()).unwrap();
+        let peers = seen["peers"].as_array().unwrap();
+        assert_eq!(peers.len(), 2, "{seen:#}");
+        assert!(peers.iter().all(|p| p["probe"]["state"] == "api"), "{seen:#}");
+        let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        shapes.push((keys(&seen), keys(&peers[0]), keys(&peers[0]["registration"])));
+    }
+    assert!(shapes.windows(2).all(|w| w[0] == w[1]), "{shapes:#?}");
+}

@@ -3,6 +3,7 @@
 //! address and config folder. Nothing here dials a non-loopback address: every
 //! address the harness hands out or dials is checked by `loopback`.
 
+pub mod dnsd;
 pub mod http;
 pub mod moto;
 pub mod peer;

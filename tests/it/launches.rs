@@ -1,4 +1,4 @@
-//! The Cloud Map path end to end: peers started together form exactly one
+//! Launches end to end, on every backend: peers started together form exactly one
 //! cluster, late peers join it, restarted peers keep their state, dead
 //! registrations are ignored.
 
@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use std::net::IpAddr;
+
+use crate::support::dnsd::Dnsd;
 use crate::support::moto::Moto;
 use crate::support::peer::{one_cluster, Peer, Setup};
 use crate::support::{testbed_ready, Net, TempDir};
@@ -18,7 +21,14 @@ fn founded(states: &[Value]) -> usize {
 }
 
 /// 5 peers at the same instant, --expect 3: one cluster; then a 6th joins it.
-async fn five_at_once_then_a_sixth(consensus: &str) {
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    CloudMap,
+    Dns,
+    Static,
+}
+
+async fn five_at_once_then_a_sixth(backend: Backend, consensus: &str) {
     if !testbed_ready() {
         return;
     }
@@ -26,10 +36,25 @@ async fn five_at_once_then_a_sixth(consensus: &str) {
     moto.cloudmap(NS, SVC).await;
     let tmp = TempDir::new(consensus);
     let mut net = Net::new();
-    let setup = Setup::cloudmap(&moto.endpoint(), NS, SVC, consensus, 3);
-    let mut peers: Vec<Peer> = (0..5)
-        .map(|i| Peer::new(&tmp.0, &format!("peer{i}"), net.ip()))
-        .collect();
+    let ips: Vec<IpAddr> = (0..6).map(|_| net.ip()).collect();
+    let base = Setup::cloudmap(&moto.endpoint(), NS, SVC, consensus, 3);
+    // DNS and the static list name all six addresses from the start: the 6th
+    // is a dead entry until it starts.
+    let dnsd = Dnsd::start("peers.cluster.test", &ips);
+    let listed: Vec<String> = ips.iter().map(ToString::to_string).collect();
+    let setup = match backend {
+        Backend::CloudMap => base,
+        Backend::Dns => base.arg(&[
+            "--discovery",
+            "dns",
+            "--dns-name",
+            "peers.cluster.test",
+            "--dns-server",
+            &dnsd.server(),
+        ]),
+        Backend::Static => base.arg(&["--discovery", "static", "--peers", &listed.join(",")]),
+    };
+    let mut peers: Vec<Peer> = (0..5).map(|i| Peer::new(&tmp.0, &format!("peer{i}"), ips[i])).collect();
     for p in &mut peers {
         p.start(&setup);
     }
@@ -82,7 +107,7 @@ async fn five_at_once_then_a_sixth(consensus: &str) {
     }
 
     // A 6th, later: joins the running cluster.
-    let mut late = Peer::new(&tmp.0, "late", net.ip());
+    let mut late = Peer::new(&tmp.0, "late", ips[5]);
     late.start(&setup);
     let mut refs: Vec<&Peer> = peers.iter().collect();
     refs.push(&late);
@@ -102,12 +127,32 @@ async fn five_at_once_then_a_sixth(consensus: &str) {
 
 #[tokio::test]
 async fn crdt_five_at_once_form_one_cluster_and_a_sixth_joins() {
-    five_at_once_then_a_sixth("crdt").await;
+    five_at_once_then_a_sixth(Backend::CloudMap, "crdt").await;
 }
 
 #[tokio::test]
 async fn raft_five_at_once_form_one_cluster_and_a_sixth_joins() {
-    five_at_once_then_a_sixth("raft").await;
+    five_at_once_then_a_sixth(Backend::CloudMap, "raft").await;
+}
+
+#[tokio::test]
+async fn dns_crdt_five_at_once_form_one_cluster_and_a_sixth_joins() {
+    five_at_once_then_a_sixth(Backend::Dns, "crdt").await;
+}
+
+#[tokio::test]
+async fn dns_raft_five_at_once_form_one_cluster_and_a_sixth_joins() {
+    five_at_once_then_a_sixth(Backend::Dns, "raft").await;
+}
+
+#[tokio::test]
+async fn static_crdt_five_at_once_form_one_cluster_and_a_sixth_joins() {
+    five_at_once_then_a_sixth(Backend::Static, "crdt").await;
+}
+
+#[tokio::test]
+async fn static_raft_five_at_once_form_one_cluster_and_a_sixth_joins() {
+    five_at_once_then_a_sixth(Backend::Static, "raft").await;
 }
 
 /// A raft peer restarted on its own data starts on it: no --bootstrap, raft
