@@ -11,29 +11,31 @@ use tracing::{debug, info, warn};
 
 use crate::apply;
 use crate::cli::Mode;
-use crate::config::{Config, Discovery, SecretEnv};
+use crate::config::{Config, Discovery, Expect, SecretEnv};
 use crate::contact::{ContactPoint, Greeting};
 use crate::decide::{decide, Action, Decision, Facts, Me, Observed, Probe, Registration};
 use crate::discovery::attributes::now_ms;
 use crate::discovery::cloudmap::CloudMap;
 use crate::discovery::dns::{self, DnsName};
+use crate::discovery::ec2::Ec2Tags;
 use crate::discovery::static_list::StaticList;
+use crate::discovery::verify_tasks::VerifiedTasks;
 use crate::discovery::{Candidate, Discovered, Registry};
+use crate::ecs::Ecs;
 use crate::exit::Error;
 use crate::launch;
 use crate::local::{self, LocalPeer};
 use crate::peer::{Consensus, PeerId};
 use crate::probe::{Probed, Prober};
-use crate::selfaddr::{self, SelfAddr};
+use crate::selfaddr::{self, SelfAddr, Task};
 
 pub async fn run(cfg: Config) -> Result<i32, Error> {
-    match &cfg.discovery {
-        Discovery::CloudMap {
-            namespace,
-            service,
-            service_id,
-        } => {
-            let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    let needs_aws = matches!(cfg.discovery, Discovery::CloudMap { .. } | Discovery::Ec2 { .. })
+        || cfg.expect == Expect::Auto
+        || cfg.verify_tasks;
+    let sdk = match needs_aws {
+        true => Some(
+            aws_config::defaults(aws_config::BehaviorVersion::latest())
                 .timeout_config(
                     aws_config::timeout::TimeoutConfig::builder()
                         .operation_attempt_timeout(Duration::from_secs(3))
@@ -41,41 +43,162 @@ pub async fn run(cfg: Config) -> Result<i32, Error> {
                         .build(),
                 )
                 .load()
-                .await;
+                .await,
+        ),
+        false => None,
+    };
+    // Where this peer is: `discover` only lists the others.
+    let ec2_address = match &cfg.discovery {
+        Discovery::Ec2 { address, .. } => Some(*address),
+        _ => None,
+    };
+    let me = match cfg.mode {
+        Mode::Discover => None,
+        _ => Some(
+            selfaddr::resolve(
+                cfg.advertise_ip,
+                cfg.metadata_uri.as_deref(),
+                ec2_address,
+                cfg.loopback_only,
+            )
+            .await?,
+        ),
+    };
+    let task = me.as_ref().and_then(|m| m.task.clone());
+    if let (
+        Discovery::Ec2 {
+            allow_awsvpc: false, ..
+        },
+        Some(t),
+    ) = (&cfg.discovery, &task)
+    {
+        if t.awsvpc && cfg.advertise_ip.is_none() {
+            return Err(Error::Unsafe(
+                "--discovery ec2 under awsvpc networking: this task's address is its own network interface's, not \
+                 the instance's that EC2 discovery lists, so peers would dial the wrong address. Use --discovery \
+                 cloudmap, host or bridge networking, or set --ec2-allow-awsvpc with --advertise-ip"
+                    .into(),
+            ));
+        }
+    }
+    let ecs = match (cfg.expect == Expect::Auto || cfg.verify_tasks, &sdk) {
+        (true, Some(sdk)) => {
+            let cluster = cfg
+                .ecs_cluster
+                .clone()
+                .or_else(|| task.as_ref().and_then(|t| t.cluster.clone()));
+            let cluster = cluster.ok_or_else(|| {
+                Error::usage("--expect auto and --verify-tasks need the ECS cluster: run in ECS or set --ecs-cluster (BOOTSTRAP_ECS_CLUSTER)")
+            })?;
+            Some(Ecs::new(sdk, cluster))
+        }
+        _ => None,
+    };
+    let prober = Prober::new(cfg.probe_timeout, cfg.api_credentials.clone(), cfg.loopback_only);
+    let ctx = Ctx {
+        cfg: &cfg,
+        prober: &prober,
+        me,
+        ecs: ecs.clone(),
+    };
+    match &cfg.discovery {
+        Discovery::CloudMap {
+            namespace,
+            service,
+            service_id,
+        } => {
+            let sdk = sdk.as_ref().expect("loaded for cloudmap");
             let registry = CloudMap::new(
-                &sdk,
+                sdk,
                 cfg.custom_aws_endpoint,
                 namespace.clone(),
                 service.clone(),
                 service_id.clone(),
                 cfg.api_port,
             );
-            with_registry(&cfg, &registry).await
+            match (cfg.verify_tasks, ecs) {
+                (true, Some(ecs)) => ctx.run(&VerifiedTasks::new(registry, ecs)).await,
+                _ => ctx.run(&registry).await,
+            }
         }
         Discovery::Static { peers } => {
             let resolver = match peers.iter().any(|p| p.has_host_name()) {
                 true => Some(dns::resolver(cfg.dns_server).map_err(Error::usage)?),
                 false => None,
             };
-            with_registry(&cfg, &StaticList::new(peers.clone(), cfg.api_port, resolver)).await
+            ctx.run(&StaticList::new(peers.clone(), cfg.api_port, resolver)).await
         }
         Discovery::Dns { name } => {
             let resolver = dns::resolver(cfg.dns_server).map_err(Error::usage)?;
-            with_registry(
-                &cfg,
-                &DnsName::new(resolver, name.clone(), cfg.cluster_port, cfg.api_port),
-            )
-            .await
+            ctx.run(&DnsName::new(resolver, name.clone(), cfg.cluster_port, cfg.api_port))
+                .await
+        }
+        Discovery::Ec2 {
+            tags,
+            vpc_id,
+            address,
+            peer_id_tag,
+            register,
+            ..
+        } => {
+            let sdk = sdk.as_ref().expect("loaded for ec2");
+            let instance_id = ctx.me.as_ref().and_then(|m| m.instance_id.clone()).unwrap_or_default();
+            let registry = Ec2Tags::new(
+                sdk,
+                tags.clone(),
+                vpc_id.clone(),
+                *address,
+                peer_id_tag.clone(),
+                *register,
+                instance_id,
+                cfg.cluster_port,
+                cfg.api_port,
+            );
+            ctx.run(&registry).await
         }
     }
 }
 
-async fn with_registry<R: Registry>(cfg: &Config, registry: &R) -> Result<i32, Error> {
-    let prober = Prober::new(cfg.probe_timeout, cfg.api_credentials.clone(), cfg.loopback_only);
-    if cfg.mode == Mode::Discover {
-        return discover(registry, &prober).await;
+/// What every backend's run shares.
+struct Ctx<'a> {
+    cfg: &'a Config,
+    prober: &'a Prober,
+    me: Option<SelfAddr>,
+    ecs: Option<Ecs>,
+}
+
+impl Ctx<'_> {
+    async fn run<R: Registry>(self, registry: &R) -> Result<i32, Error> {
+        match self.me {
+            None => discover(registry, self.prober).await,
+            Some(me) => bootstrap(self.cfg, registry, self.prober, me, self.ecs.as_ref()).await,
+        }
     }
-    bootstrap(cfg, registry, &prober).await
+}
+
+/// `--expect`, with `auto` read from the ECS service's desiredCount.
+async fn resolve_expect(cfg: &Config, ecs: Option<&Ecs>, task: Option<&Task>) -> Result<usize, Error> {
+    let Expect::Count(n) = cfg.expect else {
+        let ecs =
+            ecs.ok_or_else(|| Error::usage("--expect auto needs the ECS API (run in ECS or set --ecs-cluster)"))?;
+        let service = match (cfg.ecs_service.clone(), task) {
+            (Some(s), _) => s,
+            (None, Some(Task { service: Some(s), .. })) => s.clone(),
+            (None, Some(t)) => ecs.service_of(&t.arn).await?.ok_or_else(|| {
+                Error::usage("--expect auto: this task belongs to no ECS service; set --ecs-service or a number")
+            })?,
+            (None, None) => return Err(Error::usage("--expect auto needs --ecs-service outside ECS")),
+        };
+        let n = ecs.desired_count(&service).await?;
+        if n == 0 {
+            return Err(Error::Unsafe(format!(
+                "--expect auto: ECS service {service:?} has desiredCount 0, so no founding set can be expected"
+            )));
+        }
+        info!(service = %service, expect = n, "--expect auto: the ECS service's desiredCount");
+        return Ok(n);
+    };
+    Ok(n)
 }
 
 /// `discover`: what the backend lists and what probing finds, as JSON.
@@ -84,18 +207,21 @@ async fn discover<R: Registry>(registry: &R, prober: &Prober) -> Result<i32, Err
     let Probed {
         observed: peers,
         unidentified,
+        silent,
     } = prober.probe_all(registrations).await;
     #[derive(Serialize)]
     struct Out<'a> {
         discovery: &'a str,
         peers: Vec<Observed>,
         unidentified: Vec<std::net::IpAddr>,
+        silent: Vec<std::net::IpAddr>,
         skipped: Vec<String>,
     }
     print_json(&Out {
         discovery: registry.name(),
         peers,
         unidentified,
+        silent,
         skipped,
     });
     Ok(0)
@@ -253,17 +379,29 @@ async fn retry<T, E: std::fmt::Display, F: std::future::Future<Output = Result<T
     }
 }
 
-async fn bootstrap<R: Registry>(cfg: &Config, registry: &R, prober: &Prober) -> Result<i32, Error> {
+async fn bootstrap<R: Registry>(
+    cfg: &Config,
+    registry: &R,
+    prober: &Prober,
+    here: SelfAddr,
+    ecs: Option<&Ecs>,
+) -> Result<i32, Error> {
     let started = Instant::now();
     let deadline = started + cfg.timeout;
     let read_only = cfg.read_only();
     let local = prepare_local(cfg, read_only)?;
-    let SelfAddr { ip, task_id, source } =
-        selfaddr::resolve(cfg.advertise_ip, cfg.metadata_uri.as_deref(), cfg.loopback_only).await?;
+    let SelfAddr {
+        ip,
+        task,
+        instance_id: ec2_instance,
+        source,
+    } = here;
+    let expect = resolve_expect(cfg, ecs, task.as_ref()).await?;
     let instance_id = cfg
         .instance_id
         .clone()
-        .or(task_id)
+        .or(ec2_instance)
+        .or(task.map(|t| t.id))
         .unwrap_or_else(|| local.peer_id.to_string());
     let mut stop = Stop::new();
     let interrupted = |sig| Error::Interrupted { signal: sig };
@@ -316,7 +454,7 @@ async fn bootstrap<R: Registry>(cfg: &Config, registry: &R, prober: &Prober) -> 
         let settle_ms = cfg.settle.as_millis() as u64;
         let facts = Facts {
             me: me_facts,
-            expect: cfg.expect,
+            expect,
             settle_ms,
             now_ms: settle_ms,
             view_since_ms: 0,
@@ -372,7 +510,7 @@ async fn bootstrap<R: Registry>(cfg: &Config, registry: &R, prober: &Prober) -> 
                 let now_ms = started.elapsed().as_millis() as u64;
                 let mut facts = Facts {
                     me: me_facts.clone(),
-                    expect: cfg.expect,
+                    expect,
                     settle_ms,
                     now_ms,
                     view_since_ms,
@@ -474,7 +612,7 @@ async fn bootstrap<R: Registry>(cfg: &Config, registry: &R, prober: &Prober) -> 
         // Keep announcing for one poll interval of the others, so that every
         // member still waiting sees it before our daemon takes the port.
         if contact.is_some() {
-            let linger = Backoff::new(cfg.settle).cap + cfg.probe_timeout;
+            let linger = Backoff::new(cfg.settle).cap + 2 * cfg.probe_timeout + Duration::from_millis(500);
             debug!(
                 linger_ms = linger.as_millis() as u64,
                 "announcing the founding set before starting"

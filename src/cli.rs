@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+pub use crate::selfaddr::Ec2Address;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
     /// Register, discover, decide, prepare the files and exec the daemon (default).
@@ -25,6 +27,8 @@ pub enum DiscoveryKind {
     Static,
     /// Every A/AAAA record of --dns-name (a docker-compose service, a Cloud Map DNS name).
     Dns,
+    /// Running EC2 instances with the --ec2-tag tags (one peer per instance).
+    Ec2,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -57,10 +61,24 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = DiscoveryKind::Cloudmap, env = "BOOTSTRAP_DISCOVERY")]
     pub discovery: DiscoveryKind,
 
-    /// How many peers found the cluster together. Nobody founds until this many live
-    /// peers are registered; 1 allows a peer to found a cluster alone. Required by run and plan.
-    #[arg(long, env = "BOOTSTRAP_EXPECT")]
-    pub expect: Option<usize>,
+    /// How many peers found the cluster together: a number, or `auto` for the ECS
+    /// service's desiredCount. Nobody founds until this many live peers are
+    /// registered; 1 allows a peer to found a cluster alone. Required by run and plan.
+    #[arg(long, env = "BOOTSTRAP_EXPECT", value_name = "N|auto")]
+    pub expect: Option<String>,
+
+    /// ECS cluster for --expect auto and --verify-tasks. Default: from the task metadata.
+    #[arg(long, env = "BOOTSTRAP_ECS_CLUSTER")]
+    pub ecs_cluster: Option<String>,
+
+    /// ECS service for --expect auto. Default: from the task metadata, else the task's group.
+    #[arg(long, env = "BOOTSTRAP_ECS_SERVICE")]
+    pub ecs_service: Option<String>,
+
+    /// Cloud Map: count a registration only while ECS reports its task RUNNING
+    /// (instance IDs must be task IDs, the default in ECS). One DescribeTasks per poll.
+    #[arg(long, env = "BOOTSTRAP_VERIFY_TASKS")]
+    pub verify_tasks: bool,
 
     /// How long the set of live peers must stay unchanged before a founding.
     #[arg(long, default_value = "10s", value_parser = parse_duration, env = "BOOTSTRAP_SETTLE")]
@@ -94,6 +112,38 @@ pub struct Cli {
     /// Name server for DNS names, IP:PORT (default: the system's, from /etc/resolv.conf).
     #[arg(long, env = "BOOTSTRAP_DNS_SERVER")]
     pub dns_server: Option<std::net::SocketAddr>,
+
+    /// EC2 discovery: KEY=VALUE a peer's instance must carry; repeat it: different keys
+    /// must all match, several values of one key are alternatives.
+    #[arg(
+        long = "ec2-tag",
+        env = "BOOTSTRAP_EC2_TAG",
+        value_delimiter = ',',
+        value_name = "KEY=VALUE"
+    )]
+    pub ec2_tag: Vec<String>,
+
+    /// EC2 discovery: only instances in this VPC.
+    #[arg(long, env = "BOOTSTRAP_EC2_VPC_ID")]
+    pub ec2_vpc_id: Option<String>,
+
+    /// EC2 discovery: which instance address peers dial.
+    #[arg(long, value_enum, default_value_t = Ec2Address::Private, env = "BOOTSTRAP_EC2_ADDRESS")]
+    pub ec2_address: Ec2Address,
+
+    /// EC2 discovery: the tag holding an instance's peer ID.
+    #[arg(long, default_value = "ipfs-cluster:peer-id", env = "BOOTSTRAP_EC2_PEER_ID_TAG")]
+    pub ec2_peer_id_tag: String,
+
+    /// EC2 discovery: tag this instance with its peer ID (ec2:CreateTags), so peers
+    /// know it before its daemon answers.
+    #[arg(long, env = "BOOTSTRAP_REGISTER")]
+    pub register: bool,
+
+    /// EC2 discovery under awsvpc networking: a task's address is not its instance's, so
+    /// it is refused unless this is set (then use --advertise-ip or host networking).
+    #[arg(long, env = "BOOTSTRAP_EC2_ALLOW_AWSVPC")]
+    pub ec2_allow_awsvpc: bool,
 
     /// This peer's address as the others reach it. Default: this task's first IPv4 from
     /// the ECS task metadata endpoint v4 ($ECS_CONTAINER_METADATA_URI_V4/task).

@@ -50,6 +50,21 @@ pub enum Discovery {
     Dns {
         name: String,
     },
+    Ec2 {
+        tags: std::collections::BTreeMap<String, Vec<String>>,
+        vpc_id: Option<String>,
+        address: crate::selfaddr::Ec2Address,
+        peer_id_tag: String,
+        register: bool,
+        allow_awsvpc: bool,
+    },
+}
+
+/// `--expect`: a number, or the ECS service's desired count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    Count(usize),
+    Auto,
 }
 
 impl Discovery {
@@ -58,6 +73,7 @@ impl Discovery {
             Discovery::CloudMap { .. } => "cloudmap",
             Discovery::Static { .. } => "static",
             Discovery::Dns { .. } => "dns",
+            Discovery::Ec2 { .. } => "ec2",
         }
     }
 }
@@ -78,7 +94,10 @@ pub struct Config {
     pub discovery: Discovery,
     /// The name server for DNS names (default: the system's).
     pub dns_server: Option<std::net::SocketAddr>,
-    pub expect: usize,
+    pub expect: Expect,
+    pub ecs_cluster: Option<String>,
+    pub ecs_service: Option<String>,
+    pub verify_tasks: bool,
     pub settle: Duration,
     pub timeout: Duration,
     pub probe_timeout: Duration,
@@ -113,18 +132,23 @@ impl Config {
         let nonempty = |k: &str| env(k).filter(|v| !v.is_empty());
 
         let needs_expect = cli.mode != Mode::Discover;
-        let expect = match cli.expect {
-            Some(0) => {
-                errors.push("--expect (BOOTSTRAP_EXPECT) must be at least 1".into());
-                0
-            }
-            Some(n) => n,
+        let expect = match cli.expect.as_deref().map(str::trim) {
+            Some("auto") => Expect::Auto,
+            Some(n) => match n.parse::<usize>() {
+                Ok(n) if n >= 1 => Expect::Count(n),
+                _ => {
+                    errors.push(format!(
+                        "--expect (BOOTSTRAP_EXPECT) {n:?} must be a number of at least 1, or auto"
+                    ));
+                    Expect::Count(0)
+                }
+            },
             None if needs_expect => {
                 errors
                     .push("--expect (BOOTSTRAP_EXPECT) is required: how many peers found the cluster together".into());
-                0
+                Expect::Count(0)
             }
-            None => 0,
+            None => Expect::Count(0),
         };
 
         let discovery = match cli.discovery {
@@ -166,6 +190,26 @@ impl Config {
                 }
                 Discovery::Static { peers }
             }
+            DiscoveryKind::Ec2 => {
+                let tags = crate::discovery::ec2::parse_tags(&cli.ec2_tag).unwrap_or_else(|e| {
+                    errors.push(e);
+                    Default::default()
+                });
+                if tags.is_empty() {
+                    errors.push("--discovery ec2 needs at least one --ec2-tag KEY=VALUE (BOOTSTRAP_EC2_TAG)".into());
+                }
+                if cli.ec2_peer_id_tag.is_empty() {
+                    errors.push("--ec2-peer-id-tag must not be empty".into());
+                }
+                Discovery::Ec2 {
+                    tags,
+                    vpc_id: cli.ec2_vpc_id.clone().filter(|s| !s.is_empty()),
+                    address: cli.ec2_address,
+                    peer_id_tag: cli.ec2_peer_id_tag.clone(),
+                    register: cli.register,
+                    allow_awsvpc: cli.ec2_allow_awsvpc,
+                }
+            }
             DiscoveryKind::Dns => match cli.dns_name.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
                 None => {
                     errors.push("--discovery dns needs --dns-name (BOOTSTRAP_DNS_NAME)".into());
@@ -177,8 +221,28 @@ impl Config {
         let resolves_names = match &discovery {
             Discovery::Dns { .. } => true,
             Discovery::Static { peers } => peers.iter().any(StaticPeer::has_host_name),
-            Discovery::CloudMap { .. } => false,
+            Discovery::CloudMap { .. } | Discovery::Ec2 { .. } => false,
         };
+        if cli.verify_tasks && !matches!(discovery, Discovery::CloudMap { .. }) {
+            errors.push("--verify-tasks works with --discovery cloudmap (its instance IDs are ECS task IDs)".into());
+        }
+        if cli.loopback_only && matches!(discovery, Discovery::Ec2 { .. }) {
+            let imds = env("AWS_EC2_METADATA_SERVICE_ENDPOINT").unwrap_or_default();
+            let host = imds
+                .split("://")
+                .nth(1)
+                .unwrap_or_default()
+                .split(['/', ':'])
+                .next()
+                .unwrap_or_default();
+            let ok = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+            if !ok {
+                errors.push(format!(
+                    "--loopback-only with --discovery ec2 needs AWS_EC2_METADATA_SERVICE_ENDPOINT on a loopback \
+                     address (is {imds:?}; IMDS is at 169.254.169.254)"
+                ));
+            }
+        }
         if cli.loopback_only && resolves_names && !cli.dns_server.is_some_and(|a| a.ip().is_loopback()) {
             errors.push(
                 "--loopback-only with host names to resolve needs --dns-server on a loopback address \
@@ -293,6 +357,9 @@ impl Config {
             discovery,
             dns_server: cli.dns_server,
             expect,
+            ecs_cluster: cli.ecs_cluster.filter(|s| !s.is_empty()),
+            ecs_service: cli.ecs_service.filter(|s| !s.is_empty()),
+            verify_tasks: cli.verify_tasks,
             settle: cli.settle,
             timeout: cli.timeout,
             probe_timeout: cli.probe_timeout,

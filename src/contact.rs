@@ -6,11 +6,13 @@
 use std::io;
 use std::net::SocketAddr;
 
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::peer::PeerId;
 
@@ -61,47 +63,97 @@ impl Greeting {
 }
 
 /// A running contact point; dropping it closes the port.
+///
+/// It answers from a thread of its own, so that a busy or blocked async
+/// runtime (an fsync, a slow AWS call) never delays a greeting: a peer that
+/// connects and hears nothing would take this sidecar for a daemon.
 pub struct ContactPoint {
-    greeting: watch::Sender<Greeting>,
-    task: JoinHandle<()>,
+    greeting: Arc<Mutex<Vec<u8>>>,
+    stop: Arc<AtomicBool>,
+    addr: SocketAddr,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ContactPoint {
     pub async fn start(addr: SocketAddr, greeting: Greeting) -> io::Result<ContactPoint> {
-        let listener = TcpListener::bind(addr).await?;
-        let (tx, rx) = watch::channel(greeting);
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut sock, _)) = listener.accept().await else {
-                    continue;
-                };
-                let line = rx.borrow().line();
-                tokio::spawn(async move {
-                    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
-                        let _ = sock.write_all(&line).await;
-                        let _ = sock.shutdown().await;
-                    })
-                    .await;
-                });
-            }
-        });
-        Ok(ContactPoint { greeting: tx, task })
+        let listener = TcpListener::bind(addr)?;
+        let addr = listener.local_addr()?;
+        let line = Arc::new(Mutex::new(greeting.line()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (l, st) = (line.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("contact-point".into())
+            .spawn(move || {
+                for conn in listener.incoming() {
+                    if st.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(mut sock) = conn else { continue };
+                    let bytes = l.lock().map(|g| g.clone()).unwrap_or_default();
+                    let _ = sock.set_write_timeout(Some(Duration::from_secs(1)));
+                    let _ = sock.write_all(&bytes);
+                    let _ = sock.shutdown(std::net::Shutdown::Both);
+                }
+            })?;
+        Ok(ContactPoint {
+            greeting: line,
+            stop,
+            addr,
+            thread: Some(thread),
+        })
     }
 
     pub fn propose(&self, greeting: Greeting) {
-        self.greeting.send_replace(greeting);
+        if let Ok(mut g) = self.greeting.lock() {
+            *g = greeting.line();
+        }
     }
 }
 
 impl Drop for ContactPoint {
     fn drop(&mut self) {
-        self.task.abort();
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the blocking accept so the thread sees the flag and the port closes.
+        let wake = match self.addr.ip() {
+            ip if ip.is_unspecified() && ip.is_ipv4() => SocketAddr::from(([127, 0, 0, 1], self.addr.port())),
+            ip if ip.is_unspecified() => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, self.addr.port())),
+            _ => self.addr,
+        };
+        let _ = TcpStream::connect_timeout(&wake, Duration::from_millis(200));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn answers_while_the_runtime_is_blocked_and_closes_on_drop() {
+        let id = PeerId::parse(crate::peer::tests::IDS[0]).unwrap();
+        let cp = ContactPoint::start("127.0.0.1:0".parse().unwrap(), Greeting::new(&id, None))
+            .await
+            .unwrap();
+        let addr = cp.addr;
+        cp.propose(Greeting::founding(&id, std::slice::from_ref(&id)));
+        // Block this (current-thread) runtime while a peer connects.
+        let reader = std::thread::spawn(move || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            let mut buf = vec![];
+            std::io::Read::read_to_end(&mut s, &mut buf).unwrap();
+            buf
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let got = Greeting::parse(&reader.join().unwrap()).unwrap();
+        assert_eq!(got.founding, Some(vec![id.to_string()]));
+        drop(cp);
+        assert!(
+            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err(),
+            "port closed"
+        );
+    }
 
     #[test]
     fn greeting_round_trip_and_rejects_other_bytes() {

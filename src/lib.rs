@@ -11,6 +11,7 @@ pub mod config;
 pub mod contact;
 pub mod decide;
 pub mod discovery;
+pub mod ecs;
 pub mod exit;
 pub mod launch;
 pub mod local;

@@ -36,6 +36,8 @@ struct IdResponse {
 pub struct Probed {
     pub observed: Vec<Observed>,
     pub unidentified: Vec<std::net::IpAddr>,
+    /// Listed without a peer ID, and nothing answered.
+    pub silent: Vec<std::net::IpAddr>,
 }
 
 enum Api {
@@ -95,7 +97,7 @@ impl Prober {
                     probe,
                 }),
                 None if probe == Probe::Daemon => probed.unidentified.push(c.ip),
-                None => {}
+                None => probed.silent.push(c.ip),
             }
         }
         probed

@@ -1,5 +1,6 @@
-//! This peer's own address and task ID: from --advertise-ip, or from the ECS
-//! task metadata endpoint v4 (`$ECS_CONTAINER_METADATA_URI_V4/task`). Knows no peers.
+//! This peer's own address, task and instance: from --advertise-ip, the ECS
+//! task metadata endpoint v4 (`$ECS_CONTAINER_METADATA_URI_V4/task`), or EC2's
+//! IMDSv2 (for EC2 discovery). Knows no peers.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -11,9 +12,30 @@ use crate::exit::Error;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SelfAddr {
     pub ip: IpAddr,
-    /// The ECS task ID (last part of the TaskARN), when running in ECS.
-    pub task_id: Option<String>,
+    /// The ECS task, when running in ECS.
+    pub task: Option<Task>,
+    /// The EC2 instance ID, when asked from IMDS (EC2 discovery).
+    pub instance_id: Option<String>,
     pub source: &'static str,
+}
+
+/// What the task metadata says about this task.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Task {
+    pub arn: String,
+    pub id: String,
+    pub cluster: Option<String>,
+    /// Only newer EC2 agents say; Fargate does not.
+    pub service: Option<String>,
+    /// The task has its own network interface (awsvpc): its address is not the instance's.
+    pub awsvpc: bool,
+}
+
+/// Which instance address EC2 discovery uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Ec2Address {
+    Private,
+    Public,
 }
 
 /// The parts of the v4 `/task` document we use. AWS only adds fields: unknown
@@ -23,6 +45,10 @@ pub struct SelfAddr {
 pub struct TaskMetadata {
     #[serde(rename = "TaskARN")]
     pub task_arn: Option<String>,
+    #[serde(rename = "Cluster")]
+    pub cluster: Option<String>,
+    #[serde(rename = "ServiceName")]
+    pub service_name: Option<String>,
     #[serde(rename = "Containers")]
     pub containers: Vec<Container>,
 }
@@ -60,6 +86,20 @@ impl TaskMetadata {
             .map(str::to_owned)
     }
 
+    pub fn task(&self) -> Option<Task> {
+        Some(Task {
+            arn: self.task_arn.clone()?,
+            id: self.task_id()?,
+            cluster: self.cluster.clone().filter(|c| !c.is_empty()),
+            service: self.service_name.clone().filter(|s| !s.is_empty()),
+            awsvpc: self
+                .containers
+                .iter()
+                .flat_map(|c| &c.networks)
+                .any(|n| n.mode.as_deref() == Some("awsvpc")),
+        })
+    }
+
     /// The first IPv4 of the task's ordinary containers (with awsvpc, every
     /// container of the task shares it).
     pub fn first_ipv4(&self) -> Option<IpAddr> {
@@ -72,58 +112,97 @@ impl TaskMetadata {
     }
 }
 
-/// Resolves this peer's address. The metadata endpoint is asked when it is
-/// configured, even with --advertise-ip, for the task ID.
+/// Resolves this peer's address. The task metadata is asked whenever it is
+/// configured (for the task), IMDS when `imds` says which address EC2
+/// discovery uses; --advertise-ip wins over both for the address.
 pub async fn resolve(
     advertise_ip: Option<IpAddr>,
     metadata_uri: Option<&str>,
+    imds: Option<Ec2Address>,
     loopback_only: bool,
 ) -> Result<SelfAddr, Error> {
-    let Some(uri) = metadata_uri else {
-        return match advertise_ip {
-            Some(ip) => Ok(SelfAddr {
-                ip,
-                task_id: None,
-                source: "--advertise-ip",
-            }),
-            None => Err(Error::usage(
+    let mut task_meta = None;
+    if let Some(uri) = metadata_uri {
+        let url = format!("{}/task", uri.trim_end_matches('/'));
+        match fetch(&url, loopback_only).await {
+            Ok(t) => task_meta = Some((url, t)),
+            Err(e) if advertise_ip.is_some() || imds.is_some() => {
+                tracing::warn!(error = %e, "no task details from the ECS task metadata");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let task = task_meta.as_ref().and_then(|(_, t)| t.task());
+    let mut instance = None;
+    if let Some(kind) = imds {
+        instance = Some(instance_from_imds(kind).await?);
+    }
+    let instance_id = instance.as_ref().map(|(id, _)| id.clone());
+    let (ip, source) = match (advertise_ip, &instance, &task_meta) {
+        (Some(ip), _, _) => (ip, "--advertise-ip"),
+        (None, Some((_, ip)), _) => (*ip, "EC2 instance metadata (IMDSv2)"),
+        (None, None, Some((url, t))) => {
+            let ip = t.first_ipv4().ok_or_else(|| Error::Metadata {
+                url: url.clone(),
+                detail: "lists no IPv4 address for this task's containers (awsvpc networking gives one; otherwise set --advertise-ip)".into(),
+                unavailable: false,
+            })?;
+            (ip, "ECS task metadata")
+        }
+        (None, None, None) => {
+            return Err(Error::usage(
                 "no address to advertise: set --advertise-ip (BOOTSTRAP_ADVERTISE_IP), or run in ECS where \
                  ECS_CONTAINER_METADATA_URI_V4 is set",
-            )),
-        };
-    };
-    let url = format!("{}/task", uri.trim_end_matches('/'));
-    let task = match fetch(&url, loopback_only).await {
-        Ok(t) => t,
-        Err(e) if advertise_ip.is_some() => {
-            tracing::warn!(error = %e, "no task ID from the ECS task metadata; using --advertise-ip");
-            TaskMetadata::default()
+            ))
         }
-        Err(e) => return Err(e),
     };
-    let task_id = task.task_id();
-    if let Some(ip) = advertise_ip {
-        return Ok(SelfAddr {
-            ip,
-            task_id,
-            source: "--advertise-ip",
-        });
-    }
-    let ip = task.first_ipv4().ok_or_else(|| Error::Metadata {
-        url: url.clone(),
-        detail: "lists no IPv4 address for this task's containers (awsvpc networking gives one; otherwise set --advertise-ip)".into(),
-        unavailable: false,
-    })?;
     if loopback_only && !ip.is_loopback() {
         return Err(Error::usage(format!(
-            "the task metadata gives {ip}, not a loopback address, and --loopback-only is set"
+            "the {source} gives {ip}, not a loopback address, and --loopback-only is set"
         )));
     }
     Ok(SelfAddr {
         ip,
-        task_id,
-        source: "ECS task metadata",
+        task,
+        instance_id,
+        source,
     })
+}
+
+/// This instance's ID and address from IMDSv2 (aws-config's client, which
+/// honours AWS_EC2_METADATA_SERVICE_ENDPOINT).
+async fn instance_from_imds(kind: Ec2Address) -> Result<(String, IpAddr), Error> {
+    let client = aws_config::imds::Client::builder().build();
+    let path = match kind {
+        Ec2Address::Private => "/latest/meta-data/local-ipv4",
+        Ec2Address::Public => "/latest/meta-data/public-ipv4",
+    };
+    let err = |what: &str, e: aws_config::imds::client::error::ImdsError| {
+        let text = aws_sdk_ec2::error::DisplayErrorContext(&e).to_string();
+        let hint = if text.contains("timeout") || text.contains("timed out") || text.contains("token") {
+            " (inside a container on EC2 the IMDSv2 token answer is dropped unless the instance's metadata hop \
+             limit is at least 2: aws ec2 modify-instance-metadata-options --http-put-response-hop-limit 2)"
+        } else {
+            ""
+        };
+        Error::Metadata {
+            url: format!("IMDSv2 {what}"),
+            detail: format!("{text}{hint}"),
+            unavailable: true,
+        }
+    };
+    let id: String = client
+        .get("/latest/meta-data/instance-id")
+        .await
+        .map_err(|e| err("instance-id", e))?
+        .into();
+    let addr: String = client.get(path).await.map_err(|e| err(path, e))?.into();
+    let ip = addr.trim().parse::<IpAddr>().map_err(|_| Error::Metadata {
+        url: format!("IMDSv2 {path}"),
+        detail: format!("{addr:?} is not an IP address"),
+        unavailable: false,
+    })?;
+    Ok((id.trim().to_owned(), ip))
 }
 
 async fn fetch(url: &str, loopback_only: bool) -> Result<TaskMetadata, Error> {

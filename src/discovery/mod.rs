@@ -5,7 +5,9 @@
 pub mod attributes;
 pub mod cloudmap;
 pub mod dns;
+pub mod ec2;
 pub mod static_list;
+pub mod verify_tasks;
 
 use std::fmt;
 use std::net::IpAddr;

@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 
 pub struct Dnsd {
     pub port: u16,
-    pub records: Arc<Mutex<Vec<Ipv4Addr>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -40,7 +39,7 @@ impl Dnsd {
                 }
             }
         });
-        Dnsd { port, records, stop }
+        Dnsd { port, stop }
     }
 
     pub fn server(&self) -> String {

@@ -109,3 +109,69 @@ impl Drop for Moto {
         let _ = self.child.wait();
     }
 }
+
+impl Moto {
+    async fn sdk(&self) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(sd::config::Credentials::new("testing", "testing", None, None, "static"))
+            .endpoint_url(self.endpoint())
+            .load()
+            .await
+    }
+
+    pub async fn ec2(&self) -> aws_sdk_ec2::Client {
+        aws_sdk_ec2::Client::new(&self.sdk().await)
+    }
+
+    pub async fn ecs(&self) -> aws_sdk_ecs::Client {
+        aws_sdk_ecs::Client::new(&self.sdk().await)
+    }
+
+    /// Starts an instance at a loopback address with these tags; its ID.
+    pub async fn instance(&self, ip: std::net::IpAddr, tags: &[(&str, &str)]) -> String {
+        use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
+        let ip = super::loopback(ip);
+        let spec = TagSpecification::builder()
+            .resource_type(ResourceType::Instance)
+            .set_tags(Some(
+                tags.iter()
+                    .map(|(k, v)| Tag::builder().key(*k).value(*v).build())
+                    .collect(),
+            ))
+            .build();
+        let out = self
+            .ec2()
+            .await
+            .run_instances()
+            .image_id("ami-12345678")
+            .min_count(1)
+            .max_count(1)
+            .private_ip_address(ip.to_string())
+            .tag_specifications(spec)
+            .send()
+            .await
+            .expect("run_instances");
+        out.instances()[0].instance_id().unwrap().to_owned()
+    }
+
+    /// moto advances an ECS task's status at every DescribeTasks; keep tasks
+    /// RUNNING until stopped, as ECS does.
+    pub fn hold_ecs_tasks(&self) {
+        let body = r#"{"model_name":"ecs::task","transition":{"progression":"manual","times":1000000}}"#;
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        use std::io::{Read, Write};
+        write!(
+            s,
+            "POST /moto-api/state-manager/set-transition HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        assert!(
+            out.starts_with("HTTP/1.1 20") || out.starts_with("HTTP/1.0 20"),
+            "{out}"
+        );
+    }
+}

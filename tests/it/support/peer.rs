@@ -72,17 +72,24 @@ impl Setup {
         }
     }
 
-    /// Adds flags; a `--flag value` already set is replaced.
+    /// Adds flags; a flag the setup already had is replaced (flags repeated
+    /// within `a` all stay).
     pub fn arg(mut self, a: &[&str]) -> Setup {
+        let before = self.args.clone();
         let mut i = 0;
         while i < a.len() {
-            let flag = a[i];
             let takes_value = a.get(i + 1).is_some_and(|v| !v.starts_with("--"));
-            if let Some(at) = self.args.iter().position(|x| x == flag) {
-                let n = if takes_value { 2 } else { 1 };
-                self.args.drain(at..at + n);
-            }
             let n = if takes_value { 2 } else { 1 };
+            if before.iter().any(|x| x == a[i]) {
+                if let Some(at) = self.args.iter().position(|x| x == a[i]) {
+                    let old = if self.args.get(at + 1).is_some_and(|v| !v.starts_with("--")) {
+                        2
+                    } else {
+                        1
+                    };
+                    self.args.drain(at..at + old);
+                }
+            }
             self.args.extend(a[i..i + n].iter().map(|s| s.to_string()));
             i += n;
         }

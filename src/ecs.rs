@@ -1,0 +1,129 @@
+//! The ECS API, for what discovery needs from it: the service's desired count
+//! (`--expect auto`) and which tasks are running (`--verify-tasks`). Says what
+//! ECS answers; decides nothing.
+
+use std::collections::HashSet;
+
+use aws_sdk_ecs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ecs::Client;
+
+use crate::discovery::{DiscoveryError, ErrorKind};
+
+/// DescribeTasks takes at most this many tasks per call.
+pub const TASKS_PER_CALL: usize = 100;
+
+#[derive(Clone)]
+pub struct Ecs {
+    client: Client,
+    cluster: String,
+}
+
+fn error<E, R>(action: &'static str, e: SdkError<E, R>) -> DiscoveryError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let code = e.code().unwrap_or_default().to_owned();
+    let kind = match &e {
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => ErrorKind::Unreachable,
+        _ => match code.as_str() {
+            "AccessDeniedException" | "AccessDenied" | "UnrecognizedClientException" => ErrorKind::AccessDenied,
+            "ThrottlingException" | "Throttling" | "RequestLimitExceeded" => ErrorKind::Throttled,
+            "ClusterNotFoundException" | "ServiceNotFoundException" => ErrorKind::NotFound,
+            _ => ErrorKind::Other,
+        },
+    };
+    DiscoveryError {
+        backend: "ecs",
+        action,
+        kind,
+        detail: DisplayErrorContext(&e).to_string(),
+    }
+}
+
+fn other(action: &'static str, kind: ErrorKind, detail: String) -> DiscoveryError {
+    DiscoveryError {
+        backend: "ecs",
+        action,
+        kind,
+        detail,
+    }
+}
+
+impl Ecs {
+    pub fn new(sdk: &aws_config::SdkConfig, cluster: String) -> Ecs {
+        Ecs {
+            client: Client::new(sdk),
+            cluster,
+        }
+    }
+
+    /// The service's desiredCount.
+    pub async fn desired_count(&self, service: &str) -> Result<usize, DiscoveryError> {
+        const ACTION: &str = "ecs:DescribeServices";
+        let out = self
+            .client
+            .describe_services()
+            .cluster(&self.cluster)
+            .services(service)
+            .send()
+            .await
+            .map_err(|e| error(ACTION, e))?;
+        let svc = out.services().first().ok_or_else(|| {
+            let why = out
+                .failures()
+                .first()
+                .and_then(|f| f.reason())
+                .unwrap_or("not found")
+                .to_owned();
+            other(
+                ACTION,
+                ErrorKind::NotFound,
+                format!("service {service:?} in cluster {:?}: {why}", self.cluster),
+            )
+        })?;
+        usize::try_from(svc.desired_count())
+            .map_err(|_| other(ACTION, ErrorKind::Other, "negative desiredCount".into()))
+    }
+
+    /// The service a task belongs to (its group `service:NAME`).
+    pub async fn service_of(&self, task_arn: &str) -> Result<Option<String>, DiscoveryError> {
+        let out = self
+            .client
+            .describe_tasks()
+            .cluster(&self.cluster)
+            .tasks(task_arn)
+            .send()
+            .await
+            .map_err(|e| error("ecs:DescribeTasks", e))?;
+        Ok(out
+            .tasks()
+            .first()
+            .and_then(|t| t.group())
+            .and_then(|g| g.strip_prefix("service:"))
+            .map(str::to_owned))
+    }
+
+    /// Of these task IDs or ARNs, the IDs of those whose lastStatus is RUNNING.
+    pub async fn running(&self, tasks: &[String]) -> Result<HashSet<String>, DiscoveryError> {
+        let mut running = HashSet::new();
+        for chunk in tasks.chunks(TASKS_PER_CALL) {
+            let out = self
+                .client
+                .describe_tasks()
+                .cluster(&self.cluster)
+                .set_tasks(Some(chunk.to_vec()))
+                .send()
+                .await
+                .map_err(|e| error("ecs:DescribeTasks", e))?;
+            for t in out.tasks() {
+                if t.last_status() == Some("RUNNING") {
+                    if let Some(arn) = t.task_arn() {
+                        running.insert(arn.rsplit('/').next().unwrap_or(arn).to_owned());
+                    }
+                }
+            }
+        }
+        Ok(running)
+    }
+}
