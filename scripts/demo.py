@@ -70,6 +70,8 @@ def main():
                 "BOOTSTRAP_CLOUDMAP_SERVICE": "cluster-peers", "BOOTSTRAP_EXPECT": "3", "BOOTSTRAP_SETTLE": "2s",
                 "BOOTSTRAP_TIMEOUT": "60s", "BOOTSTRAP_ADVERTISE_IP": ip, "BOOTSTRAP_DAEMON_BIN": DOUBLE,
                 "BOOTSTRAP_LOOPBACK_ONLY": "true", "BOOTSTRAP_LOG_FORMAT": "json",
+                # The test double runs on this venv's Python: keep the current user.
+                "BOOTSTRAP_RUN_AS": "none",
             }
             log = open(os.path.join(d, "log"), "w")
             procs.append((ip, d, subprocess.Popen([BIN], env=env, stdin=subprocess.DEVNULL,

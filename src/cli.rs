@@ -17,6 +17,11 @@ pub enum Mode {
     Plan,
     /// Print what discovery and probing see, as JSON; change nothing.
     Discover,
+    /// Container health check: exit 0 when the local peer's REST API answers with its
+    /// peer ID and it sees at least half of the live peers discovery lists, else 1.
+    Health,
+    /// Print the IAM policy the chosen discovery options need, as JSON.
+    IamPolicy,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -182,6 +187,16 @@ pub struct Cli {
     /// Refuse to contact any address outside 127.0.0.0/8 and ::1 (for test beds).
     #[arg(long, env = "BOOTSTRAP_LOOPBACK_ONLY")]
     pub loopback_only: bool,
+
+    /// When started as root: make the config folder the daemon's and run as this
+    /// UID:GID (the official image's `ipfs` user), or `none` to keep the current user.
+    #[arg(
+        long,
+        default_value = "1000:100",
+        env = "BOOTSTRAP_RUN_AS",
+        value_name = "UID:GID|none"
+    )]
+    pub run_as: String,
 
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "BOOTSTRAP_LOG_FORMAT")]

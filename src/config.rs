@@ -116,11 +116,15 @@ pub struct Config {
     /// CLUSTER_ID: the daemon takes its identity from it when set.
     pub cluster_id_env: Option<String>,
     pub api_credentials: Option<Credentials>,
+    /// CLUSTER_RESTAPI_HTTPLISTENMULTIADDRESS: where the local REST API listens, if overridden.
+    pub api_listen_env: Option<String>,
     /// CLUSTER_RAFT_INITPEERSET is set: it would override the init_peerset we write.
     pub raft_initpeerset_env: bool,
     /// An AWS endpoint override is configured (moto, LocalStack): strip the `data-` host prefix.
     pub custom_aws_endpoint: bool,
     pub loopback_only: bool,
+    /// Drop to this UID:GID when started as root.
+    pub run_as: Option<(u32, u32)>,
     pub log_format: LogFormat,
     pub log_level: String,
 }
@@ -131,7 +135,7 @@ impl Config {
         let mut errors: Vec<String> = vec![];
         let nonempty = |k: &str| env(k).filter(|v| !v.is_empty());
 
-        let needs_expect = cli.mode != Mode::Discover;
+        let needs_expect = matches!(cli.mode, Mode::Run | Mode::Plan);
         let expect = match cli.expect.as_deref().map(str::trim) {
             Some("auto") => Expect::Auto,
             Some(n) => match n.parse::<usize>() {
@@ -278,6 +282,18 @@ impl Config {
             }
         }
 
+        let run_as = match cli.run_as.trim() {
+            "none" | "" => None,
+            v => match v.split_once(':').map(|(u, g)| (u.parse::<u32>(), g.parse::<u32>())) {
+                Some((Ok(u), Ok(g))) => Some((u, g)),
+                _ => {
+                    errors.push(format!(
+                        "--run-as (BOOTSTRAP_RUN_AS) {v:?} must be UID:GID (numbers) or none"
+                    ));
+                    None
+                }
+            },
+        };
         let mut daemon_args = cli.daemon_args.clone();
         if daemon_args.first().map(String::as_str) == Some("daemon") {
             daemon_args.remove(0);
@@ -375,9 +391,11 @@ impl Config {
             cluster_secret,
             cluster_id_env: nonempty("CLUSTER_ID"),
             api_credentials,
+            api_listen_env: nonempty("CLUSTER_RESTAPI_HTTPLISTENMULTIADDRESS"),
             raft_initpeerset_env: env("CLUSTER_RAFT_INITPEERSET").is_some(),
             custom_aws_endpoint,
             loopback_only: cli.loopback_only,
+            run_as,
             log_format: cli.log_format,
             log_level: cli.log_level,
         })

@@ -19,6 +19,8 @@ pub struct LocalPeer {
     pub peerstore: PathBuf,
     /// service.json's cluster.secret is empty (and CLUSTER_SECRET does not override it).
     pub secret_empty_in_file: bool,
+    /// service.json's api.restapi.http_listen_multiaddress (the first, if a list).
+    pub api_listen: Option<String>,
 }
 
 pub fn service_json(dir: &Path) -> PathBuf {
@@ -97,6 +99,11 @@ pub fn read(config_dir: &Path, cluster_id_env: Option<&str>) -> Result<LocalPeer
         None => config_dir.join("peerstore"),
     };
     let secret_empty_in_file = matches!(str_at(&service, &["cluster", "secret"]), Some(s) if s.trim().is_empty());
+    let api_listen = ["api", "restapi", "http_listen_multiaddress"]
+        .iter()
+        .try_fold(&service, |v, k| v.get(k))
+        .and_then(|v| v.as_str().or_else(|| v.get(0).and_then(Value::as_str)))
+        .map(str::to_owned);
 
     Ok(LocalPeer {
         config_dir: config_dir.to_owned(),
@@ -106,6 +113,7 @@ pub fn read(config_dir: &Path, cluster_id_env: Option<&str>) -> Result<LocalPeer
         has_state,
         peerstore,
         secret_empty_in_file,
+        api_listen,
     })
 }
 

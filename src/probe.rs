@@ -165,6 +165,34 @@ impl Prober {
         (id, probe)
     }
 
+    /// The peer ID and cluster peers a REST API answers with (the local one,
+    /// for `health`).
+    pub async fn id_at(&self, addr: std::net::SocketAddr) -> Result<(PeerId, Vec<PeerId>), String> {
+        if self.loopback_only && !addr.ip().is_loopback() {
+            return Err(format!("not asked: {addr} is not a loopback address (--loopback-only)"));
+        }
+        let mut req = self.http.get(format!("http://{addr}/id"));
+        if let Some(c) = &self.credentials {
+            req = req.basic_auth(&c.user, Some(c.password.expose()));
+        }
+        let resp = req.send().await.map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("/id answered {}", resp.status()));
+        }
+        let id: IdResponse = resp
+            .json()
+            .await
+            .map_err(|e| format!("/id answered something else: {e}"))?;
+        let peer = PeerId::parse(&id.id).map_err(|e| e.to_string())?;
+        let peers = id
+            .cluster_peers
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| PeerId::parse(p).ok())
+            .collect();
+        Ok((peer, peers))
+    }
+
     async fn api(&self, r: &Candidate) -> Api {
         let host = match r.ip {
             std::net::IpAddr::V4(ip) => ip.to_string(),

@@ -217,3 +217,109 @@ async fn discover_has_one_shape_for_every_backend() {
     }
     assert!(shapes.windows(2).all(|w| w[0] == w[1]), "{shapes:#?}");
 }
+
+/// Started as root (the official image), the sidecar makes the config folder
+/// the daemon user's and runs the daemon as that user, never as root.
+#[tokio::test]
+async fn root_drops_to_the_daemon_user() {
+    if !testbed_ready() || unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: needs root and the test bed");
+        return;
+    }
+    let tmp = TempDir::new("run-as");
+    let p = Peer::new(&tmp.0, "r", Net::new().ip());
+    p.init("crdt");
+    let out = std::process::Command::new(crate::support::bin())
+        .args([
+            "run",
+            "--discovery",
+            "static",
+            "--peers",
+            &p.ip.to_string(),
+            "--expect",
+            "1",
+            "--settle",
+            "0s",
+        ])
+        .args([
+            "--advertise-ip",
+            &p.ip.to_string(),
+            "--loopback-only",
+            "--run-as",
+            "1000:100",
+        ])
+        .arg("--daemon-bin")
+        .arg(crate::support::root().join("tests/double/report-uid"))
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("IPFS_CLUSTER_PATH", p.config())
+        .env("CLUSTER_SECRET", crate::support::peer::SECRET)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got = std::fs::read_to_string(p.config().join("uid.txt")).unwrap();
+    assert_eq!(got.trim(), "1000:100 daemon", "the daemon ran as the daemon user");
+    use std::os::unix::fs::MetadataExt;
+    for f in ["service.json", "identity.json", "peerstore"] {
+        let m = std::fs::metadata(p.config().join(f)).unwrap();
+        assert_eq!((m.uid(), m.gid()), (1000, 100), "{f} belongs to the daemon user");
+    }
+}
+
+/// `health`: healthy in the cluster; unhealthy when the API is down, answers
+/// as another peer, or the peer is in a stray cluster of its own.
+#[tokio::test]
+async fn health_checks_identity_and_membership() {
+    if !testbed_ready() {
+        return;
+    }
+    let moto = Moto::start();
+    moto.cloudmap(NS, SVC).await;
+    moto.cloudmap("stray-ns", "stray-svc").await;
+    let tmp = TempDir::new("health");
+    let mut net = Net::new();
+    let setup = Setup::cloudmap(&moto.endpoint(), NS, SVC, "crdt", 3);
+    let mut peers: Vec<Peer> = (0..3).map(|i| Peer::new(&tmp.0, &format!("h{i}"), net.ip())).collect();
+    for p in &mut peers {
+        p.start(&setup);
+    }
+    one_cluster(&peers.iter().collect::<Vec<_>>(), 3, Duration::from_secs(60)).await;
+    let health = |p: &Peer, setup: &Setup, env: &[(&str, String)]| {
+        let mut c = p.command(setup, &["health"]);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = health(&peers[0], &setup, &[]);
+    assert_eq!(code, 0, "{err}");
+
+    // Asking another peer's API: not this peer.
+    let other = format!("/ip4/{}/tcp/9094", peers[1].ip);
+    let (code, err) = health(&peers[0], &setup, &[("CLUSTER_RESTAPI_HTTPLISTENMULTIADDRESS", other)]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not as this peer"), "{err}");
+
+    // A peer that founded a cluster of its own elsewhere: the three peers
+    // discovery lists here are not in its view.
+    let mut stray = Peer::new(&tmp.0, "stray", net.ip());
+    stray.start(&Setup::cloudmap(&moto.endpoint(), "stray-ns", "stray-svc", "crdt", 1));
+    let t = std::time::Instant::now();
+    while stray.state().await.is_none_or(|s| s["ready"] != Value::Bool(true)) {
+        assert!(t.elapsed() < Duration::from_secs(30), "{}", stray.stderr());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (code, err) = health(&stray, &setup, &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("minority or stray"), "{err}");
+
+    // The API down.
+    assert_eq!(peers[2].stop(), 0);
+    let (code, err) = health(&peers[2], &setup, &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("does not answer"), "{err}");
+}

@@ -64,6 +64,9 @@ impl Setup {
             ("CLUSTER_SECRET", SECRET),
             ("CLUSTER_MONITORPINGINTERVAL", "1s"),
             ("CLUSTER_RAFT_WAITFORLEADERTIMEOUT", "10s"),
+            // The double runs on the venv's Python, which only root can reach
+            // here; the drop to the daemon's user has a test of its own.
+            ("BOOTSTRAP_RUN_AS", "none"),
         ];
         Setup {
             args: args.iter().map(|s| s.to_string()).collect(),
