@@ -24,7 +24,12 @@ pub fn drop_root(run_as: Option<(u32, u32)>, config_dir: &Path) -> Result<(), Er
         source,
     };
     std::fs::create_dir_all(config_dir).map_err(werr)?;
-    chown_tree(config_dir, uid, gid).map_err(werr)?;
+    // Like the official entrypoint: fix ownership only when the folder is not
+    // the user's yet (health checks run this every 30 s; a datastore is large).
+    let top = std::fs::metadata(config_dir).map_err(werr)?;
+    if top.uid() != uid || top.gid() != gid {
+        chown_tree(config_dir, uid, gid).map_err(werr)?;
+    }
     // Supplementary groups first, then the group, then the user.
     let ok = unsafe { libc::setgroups(0, std::ptr::null()) == 0 && libc::setgid(gid) == 0 && libc::setuid(uid) == 0 };
     if !ok {

@@ -97,6 +97,8 @@ async fn ec2_tags_one_cluster() {
         "--ec2-tag",
         "env=staging",
         "--register",
+        "--timeout",
+        "120s",
     ]);
     let imds_servers: Vec<Server> = ips.iter().zip(&ids).map(|(ip, id)| imds(id.clone(), *ip)).collect();
     let mut peers: Vec<Peer> = ips
@@ -107,7 +109,7 @@ async fn ec2_tags_one_cluster() {
     for (p, s) in peers.iter_mut().zip(&imds_servers) {
         p.start(&setup.clone().env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &s.url()));
     }
-    let states = one_cluster(&peers.iter().collect::<Vec<_>>(), 5, Duration::from_secs(60)).await;
+    let states = one_cluster(&peers.iter().collect::<Vec<_>>(), 5, Duration::from_secs(150)).await;
     assert_eq!(
         states.iter().filter(|s| s["founded"] == Value::Bool(true)).count(),
         1,

@@ -4,6 +4,7 @@
 mod support;
 
 mod aws;
+mod deploy;
 mod docs;
 mod failures;
 mod launches;
