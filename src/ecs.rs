@@ -2,9 +2,10 @@
 //! (`--expect auto`) and which tasks are running (`--verify-tasks`). Says what
 //! ECS answers; decides nothing.
 
+use crate::discovery::sdk_error;
 use std::collections::HashSet;
 
-use aws_sdk_ecs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ecs::Client;
 
 use crate::discovery::{DiscoveryError, ErrorKind};
@@ -23,22 +24,7 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    let code = e.code().unwrap_or_default().to_owned();
-    let kind = match &e {
-        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => ErrorKind::Unreachable,
-        _ => match code.as_str() {
-            "AccessDeniedException" | "AccessDenied" | "UnrecognizedClientException" => ErrorKind::AccessDenied,
-            "ThrottlingException" | "Throttling" | "RequestLimitExceeded" => ErrorKind::Throttled,
-            "ClusterNotFoundException" | "ServiceNotFoundException" => ErrorKind::NotFound,
-            _ => ErrorKind::Other,
-        },
-    };
-    DiscoveryError {
-        backend: "ecs",
-        action,
-        kind,
-        detail: DisplayErrorContext(&e).to_string(),
-    }
+    sdk_error("ecs", action, e)
 }
 
 fn other(action: &'static str, kind: ErrorKind, detail: String) -> DiscoveryError {

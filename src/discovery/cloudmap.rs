@@ -2,11 +2,12 @@
 //! lists the peers with DiscoverInstances (the data plane: ~1000 requests/s per
 //! account, not ListInstances' ~50).
 
+use super::sdk_error;
 use std::time::Duration;
 
 use aws_sdk_servicediscovery::config::interceptors::BeforeSerializationInterceptorContextMut;
 use aws_sdk_servicediscovery::config::{ConfigBag, Intercept, RuntimeComponents};
-use aws_sdk_servicediscovery::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_servicediscovery::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_servicediscovery::types::{
     FilterCondition, HealthStatusFilter, OperationStatus, ServiceFilter, ServiceFilterName,
 };
@@ -51,36 +52,12 @@ impl Intercept for DisableHostPrefix {
     }
 }
 
-/// Maps an SDK error to what it means for us, naming the IAM action.
 fn error<E, R>(action: &'static str, e: SdkError<E, R>) -> DiscoveryError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    let code = e.code().unwrap_or_default().to_owned();
-    let kind = match &e {
-        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => ErrorKind::Unreachable,
-        _ => match code.as_str() {
-            "AccessDenied"
-            | "AccessDeniedException"
-            | "UnrecognizedClientException"
-            | "InvalidSignatureException"
-            | "ExpiredTokenException"
-            | "InvalidClientTokenId"
-            | "UnauthorizedOperation" => ErrorKind::AccessDenied,
-            "RequestLimitExceeded" | "ThrottlingException" | "Throttling" | "TooManyRequestsException" => {
-                ErrorKind::Throttled
-            }
-            "NamespaceNotFound" | "ServiceNotFound" => ErrorKind::NotFound,
-            _ => ErrorKind::Other,
-        },
-    };
-    DiscoveryError {
-        backend: "cloudmap",
-        action,
-        kind,
-        detail: DisplayErrorContext(&e).to_string(),
-    }
+    sdk_error("cloudmap", action, e)
 }
 
 fn other(action: &'static str, kind: ErrorKind, detail: impl Into<String>) -> DiscoveryError {

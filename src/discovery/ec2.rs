@@ -3,10 +3,11 @@
 //! The founding order is the instance launch time. A peer's ID is its
 //! instance's peer-ID tag (written by `--register`), else what it answers.
 
+use super::sdk_error;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::{Filter, Instance, Tag};
 use aws_sdk_ec2::Client;
 
@@ -38,25 +39,7 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    let code = e.code().unwrap_or_default().to_owned();
-    let kind = match &e {
-        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => ErrorKind::Unreachable,
-        _ => match code.as_str() {
-            "UnauthorizedOperation"
-            | "AccessDenied"
-            | "AccessDeniedException"
-            | "AuthFailure"
-            | "InvalidClientTokenId" => ErrorKind::AccessDenied,
-            "RequestLimitExceeded" | "Throttling" | "ThrottlingException" => ErrorKind::Throttled,
-            _ => ErrorKind::Other,
-        },
-    };
-    DiscoveryError {
-        backend: "ec2",
-        action,
-        kind,
-        detail: DisplayErrorContext(&e).to_string(),
-    }
+    sdk_error("ec2", action, e)
 }
 
 impl Ec2Tags {
