@@ -10,7 +10,6 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::TokioResolver;
 
 use super::{address_rank, Candidate, Discovered, DiscoveryError, ErrorKind, Registry};
-use crate::decide::Registration;
 use crate::peer::PeerId;
 
 /// A resolver: the system's (/etc/resolv.conf), or one name server given.
@@ -81,14 +80,6 @@ impl Registry for DnsName {
 
     async fn rank(&self, _me: &PeerId, ip: IpAddr, _now_ms: u64) -> Result<u64, DiscoveryError> {
         Ok(address_rank(ip))
-    }
-
-    async fn register(&self, _me: &Registration) -> Result<(), DiscoveryError> {
-        Ok(())
-    }
-
-    async fn deregister(&self, _me: &Registration) -> Result<(), DiscoveryError> {
-        Ok(())
     }
 
     async fn discover(&self) -> Result<Discovered, DiscoveryError> {

@@ -86,9 +86,14 @@ pub trait Registry {
     fn name(&self) -> &'static str;
     /// This peer's founding rank (see `Candidate::rank`).
     async fn rank(&self, me: &PeerId, ip: IpAddr, now_ms: u64) -> Result<u64, DiscoveryError>;
-    /// Makes `me` visible to the others (an upsert: calling it again updates it).
-    async fn register(&self, me: &Registration) -> Result<(), DiscoveryError>;
-    async fn deregister(&self, me: &Registration) -> Result<(), DiscoveryError>;
+    /// Makes `me` visible to the others (an upsert: calling it again updates
+    /// it). Backends that only read (DNS, static lists) have nothing to do.
+    async fn register(&self, _me: &Registration) -> Result<(), DiscoveryError> {
+        Ok(())
+    }
+    async fn deregister(&self, _me: &Registration) -> Result<(), DiscoveryError> {
+        Ok(())
+    }
     async fn discover(&self) -> Result<Discovered, DiscoveryError>;
 }
 

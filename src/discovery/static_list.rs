@@ -7,7 +7,6 @@ use std::net::IpAddr;
 use hickory_resolver::TokioResolver;
 
 use super::{dns, Candidate, Discovered, DiscoveryError, Registry};
-use crate::decide::Registration;
 use crate::peer::{PeerAddr, PeerId};
 
 /// One entry of `--peers`.
@@ -151,14 +150,6 @@ impl Registry for StaticList {
         let by_id = entries.iter().find(|e| e.3.as_ref() == Some(me));
         let by_ip = entries.iter().find(|e| e.1 == ip && e.3.is_none());
         Ok(by_id.or(by_ip).map_or(self.peers.len(), |e| e.0) as u64)
-    }
-
-    async fn register(&self, _me: &Registration) -> Result<(), DiscoveryError> {
-        Ok(())
-    }
-
-    async fn deregister(&self, _me: &Registration) -> Result<(), DiscoveryError> {
-        Ok(())
     }
 
     async fn discover(&self) -> Result<Discovered, DiscoveryError> {
