@@ -86,16 +86,7 @@ impl Registry for DnsName {
         let ips = lookup(&self.resolver, &self.name).await?;
         let registrations = ips
             .into_iter()
-            .map(|ip| Candidate {
-                instance_id: SocketAddr::new(ip, self.cluster_port).to_string(),
-                peer_id: None,
-                ip,
-                cluster_port: self.cluster_port,
-                api_port: self.api_port,
-                rank: address_rank(ip),
-                consensus: None,
-                init_peerset: None,
-            })
+            .map(|ip| Candidate::at(ip, self.cluster_port, self.api_port, address_rank(ip), None))
             .collect();
         Ok(Discovered {
             registrations,

@@ -34,6 +34,21 @@ pub struct Candidate {
 }
 
 impl Candidate {
+    /// A bare address, as DNS and static lists give them: no registration
+    /// metadata, the peer ID only if the list names it.
+    pub fn at(ip: IpAddr, cluster_port: u16, api_port: u16, rank: u64, peer_id: Option<PeerId>) -> Candidate {
+        Candidate {
+            instance_id: std::net::SocketAddr::new(ip, cluster_port).to_string(),
+            peer_id,
+            ip,
+            cluster_port,
+            api_port,
+            rank,
+            consensus: None,
+            init_peerset: None,
+        }
+    }
+
     /// The registration, once the peer ID is known.
     pub fn identified(self, peer_id: PeerId) -> Registration {
         Registration {

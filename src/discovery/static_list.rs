@@ -157,16 +157,7 @@ impl Registry for StaticList {
             .entries()
             .await?
             .into_iter()
-            .map(|(i, ip, port, peer_id)| Candidate {
-                instance_id: std::net::SocketAddr::new(ip, port).to_string(),
-                peer_id,
-                ip,
-                cluster_port: port,
-                api_port: self.api_port,
-                rank: i as u64,
-                consensus: None,
-                init_peerset: None,
-            })
+            .map(|(i, ip, port, peer_id)| Candidate::at(ip, port, self.api_port, i as u64, peer_id))
             .collect();
         Ok(Discovered {
             registrations,
