@@ -323,6 +323,12 @@ fn print_json<T: Serialize>(v: &T) {
 
 /// The config and identity, running `init` first when service.json is missing.
 fn prepare_local(cfg: &Config, read_only: bool) -> Result<LocalPeer, Error> {
+    if cfg.config_dir.exists() && !cfg.config_dir.is_dir() {
+        return Err(Error::Unreadable {
+            path: cfg.config_dir.clone(),
+            source: std::io::Error::other("IPFS_CLUSTER_PATH names a file, not the peer's config folder"),
+        });
+    }
     let service = local::service_json(&cfg.config_dir);
     if !service.exists() {
         if read_only {

@@ -328,7 +328,12 @@ impl Config {
         let cluster_secret = match env("CLUSTER_SECRET") {
             None => SecretEnv::Unset,
             Some(v) if v.trim().is_empty() => SecretEnv::Empty,
-            Some(_) => SecretEnv::Set,
+            Some(v) => {
+                if let Err(why) = check_secret(&v) {
+                    errors.push(format!("CLUSTER_SECRET {why}"));
+                }
+                SecretEnv::Set
+            }
         };
 
         let api_credentials = match nonempty("CLUSTER_RESTAPI_BASICAUTHCREDENTIALS") {
@@ -405,6 +410,22 @@ impl Config {
     pub fn read_only(&self) -> bool {
         self.mode != Mode::Run || self.dry_run
     }
+}
+
+/// ipfs-cluster's rule for a cluster secret: 32 bytes, hex encoded (64
+/// characters). The message never repeats the value.
+pub fn check_secret(hex: &str) -> Result<(), String> {
+    let hex = hex.trim();
+    if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("is not hexadecimal: it must be 64 hex characters (32 bytes), the same on every peer".into());
+    }
+    if hex.len() != 64 {
+        return Err(format!(
+            "has {} hex characters: it must have 64 (32 bytes), the same on every peer",
+            hex.len()
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

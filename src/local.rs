@@ -98,7 +98,21 @@ pub fn read(config_dir: &Path, cluster_id_env: Option<&str>) -> Result<LocalPeer
         Some(f) => config_dir.join(f),
         None => config_dir.join("peerstore"),
     };
-    let secret_empty_in_file = matches!(str_at(&service, &["cluster", "secret"]), Some(s) if s.trim().is_empty());
+    let secret_empty_in_file = match ["cluster", "secret"].iter().try_fold(&service, |v, k| v.get(k)) {
+        None | Some(Value::Null) => false,
+        Some(Value::String(s)) if s.trim().is_empty() => true,
+        Some(Value::String(s)) => {
+            crate::config::check_secret(s)
+                .map_err(|why| Error::bad_file(&service_path, format!("cluster.secret {why}")))?;
+            false
+        }
+        Some(_) => {
+            return Err(Error::bad_file(
+                &service_path,
+                "cluster.secret is not a string (64 hex characters)",
+            ))
+        }
+    };
     let api_listen = ["api", "restapi", "http_listen_multiaddress"]
         .iter()
         .try_fold(&service, |v, k| v.get(k))
@@ -206,9 +220,26 @@ mod tests {
     }
 
     #[test]
+    fn a_malformed_secret_names_the_field_and_never_its_value() {
+        for (secret, says) in [
+            ("\"ab\"", "cluster.secret has 2 hex characters"),
+            ("\"zz-not-hex\"", "cluster.secret is not hexadecimal"),
+            ("42", "cluster.secret is not a string"),
+        ] {
+            let d = dir_with(
+                &format!(r#"{{"cluster":{{"secret":{secret}}},"consensus":{{"crdt":{{}}}}}}"#),
+                Some(&identity(IDS[0])),
+            );
+            let e = read(d.path(), None).unwrap_err().to_string();
+            assert!(e.contains(says) && e.contains("service.json"), "{e}");
+            assert!(!e.contains("zz-not-hex"), "{e}");
+        }
+    }
+
+    #[test]
     fn reads_crdt_peer_and_state() {
         let d = dir_with(
-            r#"{"cluster":{"secret":"ab"},"consensus":{"crdt":{}},"datastore":{"pebble":{}}}"#,
+            r#"{"cluster":{"secret":"2588b80d5cb05374fa142aed6cbb047d1f4ef8ef15e37eba68c65b9d30df67ed"},"consensus":{"crdt":{}},"datastore":{"pebble":{}}}"#,
             Some(&identity(IDS[0])),
         );
         let p = read(d.path(), None).unwrap();

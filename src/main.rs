@@ -21,12 +21,29 @@ fn init_logging(format: LogFormat, level: &str) {
     }
 }
 
+/// The `BOOTSTRAP_*` variable a rejected value came from, when it was not
+/// given on the command line.
+fn from_env(e: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue};
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let flag = arg.split_whitespace().next()?;
+    let name = flag.strip_prefix("--")?;
+    let var = format!("BOOTSTRAP_{}", name.replace('-', "_").to_uppercase());
+    let on_command_line = std::env::args().any(|a| a == flag || a.starts_with(&format!("{flag}=")));
+    (std::env::var_os(&var).is_some() && !on_command_line).then_some(var)
+}
+
 fn main() {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind;
             let _ = e.print();
+            if let Some(var) = from_env(&e) {
+                eprintln!("(the value came from the environment variable {var})");
+            }
             let ok = matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion);
             std::process::exit(if ok { code::OK } else { code::USAGE });
         }

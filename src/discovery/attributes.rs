@@ -61,6 +61,18 @@ pub fn decode(
     attrs: &HashMap<String, String>,
     default_api_port: u16,
 ) -> Result<Registration, String> {
+    // Cloud Map never returns more; anything longer is not a registration of ours.
+    let mut long: Vec<&String> = attrs
+        .iter()
+        .filter(|(_, v)| v.len() > MAX_VALUE)
+        .map(|(k, _)| k)
+        .collect();
+    long.sort();
+    if let Some(k) = long.first() {
+        return Err(format!(
+            "attribute {k} is longer than Cloud Map's {MAX_VALUE} characters"
+        ));
+    }
     let get = |k: &str| attrs.get(k).map(String::as_str);
     let ip: IpAddr = match (get(IPV4), get(IPV6)) {
         (Some(v), _) => v

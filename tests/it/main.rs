@@ -4,6 +4,7 @@
 mod support;
 
 mod aws;
+mod bad_input;
 mod deploy;
 mod docs;
 mod failures;

@@ -57,6 +57,16 @@ impl Net {
 
 /// Whether the test bed (moto in .venv) is there. Outside CI a test without it
 /// is skipped with a message; with CI=true its absence fails the test.
+/// What the tests hand the binary as secrets: none may appear in any log.
+pub const SECRETS: &[&str] = &[peer::SECRET, peer::AWS_SECRET, peer::API_PASSWORD];
+
+/// Panics when `log` holds a secret (every peer's logs pass through here).
+pub fn assert_no_secrets(log: &str) {
+    for s in SECRETS {
+        assert!(!log.contains(s), "a secret reached a log:\n{log}");
+    }
+}
+
 pub fn testbed_ready() -> bool {
     let ok = root().join(".venv/bin/moto_server").exists();
     if !ok {

@@ -14,6 +14,10 @@ use super::{bin, double, loopback, root};
 
 /// The same 32-byte secret on every peer; tests grep logs for it.
 pub const SECRET: &str = "2588b80d5cb05374fa142aed6cbb047d1f4ef8ef15e37eba68c65b9d30df67ed";
+/// The AWS secret key every peer gets (moto takes any).
+pub const AWS_SECRET: &str = "aws-secret-key-never-logged";
+/// The REST API password of the tests that use basic auth.
+pub const API_PASSWORD: &str = "hunter2-api-password";
 
 pub struct Peer {
     pub name: String,
@@ -57,7 +61,7 @@ impl Setup {
         let env = [
             ("AWS_ENDPOINT_URL", endpoint),
             ("AWS_ACCESS_KEY_ID", "testing"),
-            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", AWS_SECRET),
             ("AWS_REGION", "us-east-1"),
             ("AWS_EC2_METADATA_DISABLED", "true"),
             ("IPFS_CLUSTER_CONSENSUS", consensus),
@@ -295,6 +299,11 @@ impl Drop for Peer {
         if let Some(c) = &mut self.child {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        // Every log the suite produces is checked for secrets here.
+        if !std::thread::panicking() {
+            super::assert_no_secrets(&self.stderr());
+            super::assert_no_secrets(&self.stdout());
         }
     }
 }
