@@ -1,0 +1,764 @@
+#!/usr/bin/env python3
+"""Soak harness: many randomized launches of ipfs-cluster-bootstrap peers.
+
+Each launch starts N peers (2 to 15, or --peers) of the bootstrap binary on
+loopback addresses of their own, each execing the ipfs-cluster-service TEST
+DOUBLE, against moto's Cloud Map behind a fault-injecting proxy
+(scripts/awsproxy.py): random start skew, a registry visibility delay (Cloud
+Map's eventual consistency), stale registrations of dead peers, a founder
+killed before it is live, throttling, 5xx bursts, dropped and slow calls, and
+the API down for the first seconds. It waits until the live peers agree (every
+live double READY in one cluster that holds every live peer) or a deadline,
+then records one JSON line: clusters formed, split brain, lone founding, exit
+codes, time to agreement, AWS calls by operation and per peer.
+
+    .venv/bin/python scripts/soak.py --short                # what CI runs (~2 min)
+    .venv/bin/python scripts/soak.py --launches 100 --json out.jsonl --summary out.md
+    .venv/bin/python scripts/soak.py --seed S --consensus raft [same flags]   # replay one launch
+    .venv/bin/python scripts/soak.py --summarize a.jsonl [b.jsonl ...] --summary out.md
+
+Exit status: 0, or 1 when any launch had a split brain, a lone founding or a
+harness error (stray processes included). A launch whose peers did not agree
+by the deadline is reported (`agreed: false`) but does not fail the run.
+
+NETWORK RULE: nothing here sends a packet outside 127.0.0.0/8: every address
+is checked by `loopback()` (it raises), the proxy refuses other addresses, and
+the binary runs with --loopback-only. See docs/soak.md.
+"""
+import argparse, concurrent.futures, json, os, platform, random, shutil, signal, socket
+import statistics, subprocess, sys, tempfile, time, urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+import awsproxy  # noqa: E402
+
+DOUBLE = os.path.join(ROOT, "tests", "double", "ipfs-cluster-service")
+VENV = os.path.join(ROOT, ".venv", "bin")
+SECRET = "5e0a0c1f3b8d4e6f7a9b0c1d2e3f405162738495a6b7c8d9eafb0c1d2e3f4051"
+NAMESPACE, SERVICE = "soak", "cluster-peers"
+CLUSTER_PORT, API_PORT = 9096, 9094
+
+
+def loopback(ip):
+    """The address, or an exception unless it is loopback (the harness's network rule)."""
+    import ipaddress
+    if not ipaddress.ip_address(ip).is_loopback:
+        raise RuntimeError("soak harness refuses non-loopback address %s" % ip)
+    return ip
+
+
+def log(msg):
+    print(time.strftime("%H:%M:%S ") + msg, flush=True)
+
+
+# ------------------------------------------------------------------ helpers
+B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+
+
+def b58enc(b):
+    n, out = int.from_bytes(b, "big"), ""
+    while n:
+        n, r = divmod(n, 58)
+        out = B58[r] + out
+    return "1" * (len(b) - len(b.lstrip(b"\0"))) + out
+
+
+def fake_peer_id(rng):
+    """A well-formed Ed25519 peer ID (identity multihash of a protobuf public key)."""
+    return b58enc(b"\x00\x24\x08\x01\x12\x20" + bytes(rng.getrandbits(8) for _ in range(32)))
+
+
+def rfc3339_ms(t):
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%03dZ" % int(t % 1 * 1000)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_free(ip, port):
+    with socket.socket() as s:
+        try:
+            s.bind((loopback(ip), port))
+            return True
+        except OSError:
+            return False
+
+
+def get_json(url, timeout=0.7):
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return json.load(r)
+    except Exception:
+        return None
+
+
+def pick_binary(explicit):
+    if explicit:
+        return os.path.abspath(explicit)
+    rel = os.path.join(ROOT, "target", "release", "ipfs-cluster-bootstrap")
+    dbg = os.path.join(ROOT, "target", "debug", "ipfs-cluster-bootstrap")
+    newest_src = 0.0
+    for base in ("src",):
+        for d, _, files in os.walk(os.path.join(ROOT, base)):
+            for f in files:
+                newest_src = max(newest_src, os.path.getmtime(os.path.join(d, f)))
+    for f in ("Cargo.toml", "Cargo.lock"):
+        newest_src = max(newest_src, os.path.getmtime(os.path.join(ROOT, f)))
+    if os.path.exists(rel) and os.path.getmtime(rel) > newest_src:
+        return rel
+    return dbg
+
+
+def pct(values, q):
+    if not values:
+        return None
+    v = sorted(values)
+    k = (len(v) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(v) - 1)
+    return v[lo] + (v[hi] - v[lo]) * (k - lo)
+
+
+# ------------------------------------------------------------------ parameters
+def gen_params(seed, consensus, a):
+    """Everything random about one launch, from its seed and the flags."""
+    r = random.Random(seed)
+    n = a.peers or r.randint(a.min_peers, a.max_peers)
+    settle = a.settle if a.settle is not None else r.choice(a.settle_choices)
+    delay_ceiling = a.delay_max if a.delay_max is not None else round(settle * 0.9, 3)
+    faulty = not a.no_faults
+    p = {"seed": seed, "consensus": consensus, "n": n, "settle": settle}
+    p["skew_max"] = 0.0 if r.random() < 0.15 else round(r.uniform(0, a.skew_max), 3)
+    offs = [0.0] + [round(r.uniform(0, p["skew_max"]), 3) for _ in range(n - 1)]
+    r.shuffle(offs)
+    p["offsets"] = offs
+    # A founder killed before it is live ("early": 0-2 s after its start;
+    # "decision": as soon as a peer logs a found decision, before its daemon).
+    kill = None
+    if faulty and n >= 3 and r.random() < a.kill_prob:
+        kill = {"mode": r.choice(["early", "decision"]), "after": round(r.uniform(0, 2.0), 3),
+                "grace": round(r.uniform(0, 0.3), 3)}
+    p["kill"] = kill
+    top = n - 1 if kill else n
+    p["expect"] = top if r.random() < 0.5 else r.randint(2, top)
+    p["service_id_given"] = r.random() < 0.5
+    # Stale registrations of dead peers: older than everyone (so first in the
+    # founding order), at addresses where nothing listens, or (wrong_ip) at a
+    # live peer's address with another peer ID, as after a task was replaced.
+    stale = []
+    if faulty:
+        for j in range(r.choice([0, 0, 1, 1, 2, 3])):
+            stale.append({"age": round(r.uniform(5, 7200), 1), "wrong_ip": r.random() < 0.25,
+                          "peer": r.randrange(n), "init_peerset": consensus == "raft" and r.random() < 0.3,
+                          "id": fake_peer_id(r)})
+    p["stale"] = stale
+    vis_hi = round(r.uniform(0, delay_ceiling), 3) if faulty else 0.0
+    if faulty and r.random() < 0.2:
+        vis_hi = delay_ceiling  # some launches at the ceiling itself
+    vis_lo = round(r.uniform(0, vis_hi), 3) if r.random() < 0.5 else 0.0
+    f = {"visibility": [vis_lo, vis_hi], "visibility_scope": r.choice(["instance", "reader"]),
+         "seed": r.randrange(1 << 30)}
+    if faulty:
+        mild = a.mild
+        if r.random() < 0.4:
+            f["throttle"] = round(r.uniform(0.02, 0.08 if mild else 0.2), 3)
+        if r.random() < 0.3:
+            f["burst_prob"] = round(r.uniform(0.005, 0.03), 4)
+            f["burst_len"] = [2, 4 if mild else 8]
+        if r.random() < 0.3:
+            f["drop"] = round(r.uniform(0.01, 0.03 if mild else 0.06), 3)
+        if r.random() < 0.4:
+            f["latency_prob"] = round(r.uniform(0.05, 0.3), 3)
+            f["latency"] = [0.02, round(r.uniform(0.2, 0.6 if mild else 1.5), 3)]
+        if r.random() < 0.25:
+            f["down_for"] = round(r.uniform(1, 2 if mild else 5), 3)
+            f["down_mode"] = r.choice(["close", "refuse"])
+    p["faults"] = f
+    p["delay_ceiling"] = delay_ceiling
+    return p
+
+
+# ------------------------------------------------------------------ the run
+class Moto:
+    def __init__(self, workdir):
+        self.port = free_port()
+        self.log = open(os.path.join(workdir, "moto.log"), "w")
+        self.proc = subprocess.Popen([os.path.join(VENV, "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
+                                     stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.endpoint = "http://127.0.0.1:%d" % self.port
+        t = time.time()
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.time() - t > 30 or self.proc.poll() is not None:
+                    raise RuntimeError("moto_server did not start")
+                time.sleep(0.1)
+        import boto3, botocore.config
+        self.sd = boto3.client("servicediscovery", region_name="us-east-1", endpoint_url=self.endpoint,
+                               aws_access_key_id="soak", aws_secret_access_key="soak",
+                               config=botocore.config.Config(inject_host_prefix=False))
+
+    def reset(self):
+        req = urllib.request.Request(self.endpoint + "/moto-api/reset", data=b"", method="POST")
+        urllib.request.urlopen(req, timeout=10).read()
+
+    def cloudmap(self, ns, svc):
+        self.sd.create_http_namespace(Name=ns)
+        ns_id = [n for n in self.sd.list_namespaces()["Namespaces"] if n["Name"] == ns][0]["Id"]
+        return self.sd.create_service(Name=svc, NamespaceId=ns_id)["Service"]["Id"]
+
+    def register(self, service_id, instance_id, attrs):
+        loopback(attrs["AWS_INSTANCE_IPV4"])
+        self.sd.register_instance(ServiceId=service_id, InstanceId=instance_id, Attributes=attrs)
+
+    def close(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Peer:
+    def __init__(self, name, ip, d):
+        self.name, self.ip, self.dir = name, loopback(ip), d
+        self.proc, self.started, self.killed, self.exit = None, None, None, None
+        self.decision, self.state, self.pid_id, self.err_off = None, None, None, 0
+        os.makedirs(d)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def read_decision(self):
+        """The decision record, once the peer logged it (read incrementally)."""
+        if self.decision is not None or self.proc is None:
+            return self.decision
+        path = os.path.join(self.dir, "stderr")
+        try:
+            with open(path, "rb") as f:
+                f.seek(self.err_off)
+                data = f.read()
+        except OSError:
+            return None
+        cut = data.rfind(b"\n") + 1
+        self.err_off += cut
+        for line in data[:cut].splitlines():
+            if line.startswith(b"{") and b'"event":"decision"' in line:
+                try:
+                    self.decision = json.loads(json.loads(line)["record"])
+                except (ValueError, KeyError):
+                    continue
+        return self.decision
+
+
+class Soak:
+    def __init__(self, a, binary, workdir):
+        self.a, self.bin, self.workdir = a, binary, workdir
+        self.moto = Moto(workdir)
+        self.proxy = awsproxy.AwsProxy(self.moto.endpoint).start()
+        self.pool = concurrent.futures.ThreadPoolExecutor(8)
+        self.run_tag = "%d-%d" % (os.getpid(), int(time.time()))
+        # A second octet of our own (tests/it use 127.0.k.x; a second soak at
+        # once most likely another one); a fresh third octet per launch.
+        self.octet2 = a.net if a.net is not None else 100 + os.getpid() % 100
+        self.block = 0
+
+    def close(self):
+        self.proxy.close()
+        self.moto.close()
+        self.pool.shutdown(wait=False)
+
+    def ips_for(self, n, extra):
+        """n + extra free loopback addresses in a /24 not used by an earlier launch."""
+        for _ in range(250):
+            self.block = self.block % 250 + 1
+            base = "127.%d.%d." % (self.octet2, self.block)
+            ips = [loopback(base + str(2 + i)) for i in range(n)] + \
+                  [loopback(base + str(200 + i)) for i in range(extra)]
+            if all(port_free(ip, p) for ip in ips for p in (CLUSTER_PORT, API_PORT)):
+                return ips
+        raise RuntimeError("no free loopback /24 in 127.%d.0.0/16" % self.octet2)
+
+    def env(self, p, peer, proxy_port, service_id):
+        a = self.a
+        e = {
+            "PATH": "%s:/usr/local/bin:/usr/bin:/bin" % VENV, "HOME": peer.dir,
+            "SOAK_TAG": self.tag,  # finds strays in /proc
+            "IPFS_CLUSTER_PATH": os.path.join(peer.dir, "config"), "IPFS_CLUSTER_CONSENSUS": p["consensus"],
+            "CLUSTER_SECRET": SECRET, "CLUSTER_PEERNAME": peer.name,
+            "CLUSTER_LISTENMULTIADDRESS": "/ip4/%s/tcp/%d" % (peer.ip, CLUSTER_PORT),
+            "CLUSTER_RESTAPI_HTTPLISTENMULTIADDRESS": "/ip4/%s/tcp/%d" % (peer.ip, API_PORT),
+            "CLUSTER_MONITORPINGINTERVAL": "1s", "CLUSTER_RAFT_WAITFORLEADERTIMEOUT": "10s",
+            "AWS_ENDPOINT_URL": "http://127.0.0.1:%d" % proxy_port, "AWS_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "soak", "AWS_SECRET_ACCESS_KEY": "soak", "AWS_EC2_METADATA_DISABLED": "true",
+            "BOOTSTRAP_DISCOVERY": "cloudmap", "BOOTSTRAP_CLOUDMAP_NAMESPACE": NAMESPACE,
+            "BOOTSTRAP_CLOUDMAP_SERVICE": SERVICE, "BOOTSTRAP_EXPECT": str(p["expect"]),
+            "BOOTSTRAP_SETTLE": "%dms" % round(p["settle"] * 1000), "BOOTSTRAP_TIMEOUT": "%ds" % a.peer_timeout,
+            "BOOTSTRAP_PROBE_TIMEOUT": "300ms", "BOOTSTRAP_ADVERTISE_IP": peer.ip,
+            "BOOTSTRAP_DAEMON_BIN": DOUBLE, "BOOTSTRAP_LOOPBACK_ONLY": "true", "BOOTSTRAP_RUN_AS": "none",
+            "BOOTSTRAP_LOG_FORMAT": "json", "BOOTSTRAP_LOG_LEVEL": "info,aws=warn",
+        }
+        if p["service_id_given"]:
+            e["BOOTSTRAP_CLOUDMAP_SERVICE_ID"] = service_id
+        return e
+
+    # ---------------------------------------------------------------- launch
+    def launch(self, index, p):
+        a = self.a
+        self.tag = "%s-%d" % (self.run_tag, index)
+        ldir = os.path.join(self.workdir, "launch-%04d-%d-%s" % (index, p["seed"], p["consensus"]))
+        os.makedirs(ldir)
+        n = p["n"]
+        ips = self.ips_for(n, len(p["stale"]))
+        peers = [Peer("peer%02d" % i, ips[i], os.path.join(ldir, "peer%02d" % i)) for i in range(n)]
+        rec = {"seed": p["seed"], "consensus": p["consensus"], "n": n, "expect": p["expect"],
+               "settle": p["settle"], "skew_max": p["skew_max"], "service_id_given": p["service_id_given"],
+               "faults": p["faults"], "delay_ceiling": p["delay_ceiling"], "kill": p["kill"],
+               "stale": [{k: s[k] for k in ("age", "wrong_ip", "init_peerset")} for s in p["stale"]],
+               "net": ips[0].rsplit(".", 1)[0] + ".0/24", "error": None}
+        t_launch = time.time()
+        error = None
+        try:
+            self.moto.reset()
+            service_id = self.moto.cloudmap(NAMESPACE, SERVICE)
+            # Per launch: fresh registry state and faults; one listener per peer.
+            for label in list(self.proxy.listeners):
+                self.proxy.remove_listener(label)
+            self.proxy.reset(p["faults"])
+            ports = {pr.name: self.proxy.add_listener("127.0.0.1", 0, pr.name) for pr in peers}
+            self.seed_stale(p, peers, ips[n:], service_id)
+            self.drive(p, peers, ports, service_id, rec)
+        except Exception as e:  # a harness error: recorded, the run goes on
+            import traceback
+            error = "%s: %s" % (type(e).__name__, e)
+            rec["traceback"] = traceback.format_exc()
+        finally:
+            stats = self.proxy.stats()
+            strays = self.teardown(peers)
+            for label in list(self.proxy.listeners):
+                self.proxy.remove_listener(label)
+        rec["aws"] = {"by_op": {awsproxy.short_op(k): v for k, v in stats["calls"].items()},
+                      "per_peer": {pr.name: sum(stats["by_label"].get(pr.name, {}).values()) for pr in peers},
+                      "faults": stats["faults"], "statuses": stats["statuses"],
+                      "moto_duplicates_removed": stats["moto_duplicates_removed"]}
+        drawn = [v["delay"] for vs in stats["registrations"].values() for v in vs] + \
+                [d for vs in stats["registrations"].values() for v in vs for d in v["reader_delay"].values()]
+        rec["visibility_max_drawn"] = round(max(drawn), 3) if drawn else 0.0
+        rec["exits"] = {pr.name: pr.exit for pr in peers if pr.exit is not None}
+        rec["strays"] = strays
+        if strays and not error:
+            error = "%d stray process(es) after teardown" % strays
+        rec["error"] = error
+        rec["duration"] = round(time.time() - t_launch, 2)
+        bad = rec.get("split_brain") or rec.get("lone_founding") or error
+        if bad or (a.keep_stuck and not rec.get("agreed")):
+            dest = os.path.join(a.failures, str(p["seed"]) + ("-" + p["consensus"]))
+            shutil.rmtree(dest, ignore_errors=True)
+            shutil.copytree(ldir, dest, ignore=shutil.ignore_patterns("*.lock"))
+            with open(os.path.join(dest, "launch.json"), "w") as f:
+                json.dump(rec, f, indent=1)
+            rec["saved"] = dest
+        if not a.keep:
+            shutil.rmtree(ldir, ignore_errors=True)
+        return rec
+
+    def seed_stale(self, p, peers, spare_ips, service_id):
+        now = time.time()
+        ids = [s["id"] for s in p["stale"]]
+        for j, s in enumerate(p["stale"]):
+            ip = peers[s["peer"]].ip if s["wrong_ip"] else spare_ips[j]
+            attrs = {"AWS_INSTANCE_IPV4": ip, "AWS_INSTANCE_PORT": str(CLUSTER_PORT),
+                     "ipfs_cluster_peer_id": s["id"], "ipfs_cluster_registered_at": rfc3339_ms(now - s["age"]),
+                     "ipfs_cluster_consensus": p["consensus"], "ipfs_cluster_api_port": str(API_PORT)}
+            if s["init_peerset"]:  # a dead founding set of an earlier cluster
+                attrs["ipfs_cluster_init_peerset"] = ",".join(ids)
+            self.moto.register(service_id, "stale-%d" % j, attrs)
+
+    def start_peer(self, p, peer, ports, service_id):
+        env = self.env(p, peer, ports[peer.name], service_id)
+        out = open(os.path.join(peer.dir, "stdout"), "wb")
+        err = open(os.path.join(peer.dir, "stderr"), "wb")
+        peer.proc = subprocess.Popen([self.bin], env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                     cwd=peer.dir)
+        out.close()
+        err.close()
+        peer.started = time.time()
+
+    def poll_states(self, peers):
+        live = [pr for pr in peers if pr.alive()]
+        futs = {pr.name: self.pool.submit(get_json, "http://%s:%d/_double/state" % (pr.ip, API_PORT))
+                for pr in live}
+        for pr in live:
+            s = futs[pr.name].result()
+            if s is not None:
+                pr.state = s
+                pr.pid_id = s.get("id")
+        return live
+
+    def drive(self, p, peers, ports, service_id, rec):
+        a = self.a
+        t0 = time.time()
+        order = sorted(range(len(peers)), key=lambda i: (p["offsets"][i], i))
+        kill, victim, kill_at = p["kill"], None, None
+        if kill and kill["mode"] == "early":
+            victim = peers[order[0]]  # the earliest started: the earliest registered
+        last_start = t0 + max(p["offsets"])
+        deadline = last_start + a.deadline
+        next_poll, agreed_at, pending = 0.0, None, list(order)
+        while time.time() < deadline:
+            now = time.time()
+            while pending and t0 + p["offsets"][pending[0]] <= now:
+                self.start_peer(p, peers[pending.pop(0)], ports, service_id)
+            for pr in peers:
+                if pr.proc is not None and pr.exit is None and pr.proc.poll() is not None:
+                    pr.exit = pr.proc.returncode
+                pr.read_decision()
+            # the founder kill
+            if kill and kill.get("done") is None:
+                if kill["mode"] == "decision" and victim is None:
+                    for pr in peers:
+                        d = pr.decision
+                        if d and d["decision"]["action"] == "found" and pr.alive():
+                            victim, kill_at = pr, now + kill["grace"]
+                            break
+                elif kill["mode"] == "early" and victim is not None and kill_at is None and victim.started:
+                    kill_at = victim.started + kill["after"]
+                if victim is not None and kill_at is not None and now >= kill_at:
+                    st = get_json("http://%s:%d/_double/state" % (victim.ip, API_PORT), timeout=0.3)
+                    ready = bool(st and st.get("ready"))
+                    d = victim.decision
+                    kill.update(done=True, peer=victim.name, at=round(now - victim.started, 3), was_ready=ready,
+                                decision=d and d["decision"]["action"])
+                    if ready:
+                        kill["skipped"] = "daemon already ready"
+                    elif victim.alive():
+                        victim.proc.send_signal(signal.SIGKILL)
+                        victim.proc.wait()
+                        victim.killed = True
+                        victim.exit = victim.proc.returncode
+            if now >= next_poll and not pending:
+                next_poll = now + a.poll
+                live = self.poll_states(peers)
+                if live and self.agreed(live):
+                    if agreed_at is None:
+                        agreed_at = now
+                    if now - agreed_at >= a.hold:
+                        break  # held for a.hold: done
+                else:
+                    agreed_at = None
+            time.sleep(0.1)
+        live = self.poll_states(peers)
+        for pr in peers:
+            pr.read_decision()
+        self.judge(p, peers, live, rec, t0, last_start, agreed_at)
+
+    @staticmethod
+    def agreed(live):
+        ids = set()
+        for pr in live:
+            s = pr.state
+            if not s or not s.get("ready") or not pr.pid_id:
+                return False
+            ids.add(pr.pid_id)
+        cids = {pr.state.get("cluster_id") for pr in live}
+        return len(cids) == 1 and None not in cids and all(ids <= set(pr.state.get("peers") or []) for pr in live)
+
+    def judge(self, p, peers, live, rec, t0, last_start, agreed_at):
+        doubles = [pr for pr in live if pr.state and pr.state.get("id")]
+        clusters = {}
+        for pr in doubles:
+            cid = pr.state.get("cluster_id")
+            if cid:
+                clusters.setdefault(cid, []).append(pr.name)
+        rec["agreed"] = agreed_at is not None and self.agreed(live)
+        rec["t_agree"] = round(agreed_at - t0, 2) if rec["agreed"] else None
+        rec["t_agree_after_last_start"] = round(agreed_at - last_start, 2) if rec["agreed"] else None
+        rec["live"] = len(live)
+        rec["clusters"] = {cid: len(m) for cid, m in clusters.items()}
+        rec["cluster_members"] = clusters
+        rec["split_brain"] = len(clusters) > 1
+        decisions = {}
+        for pr in peers:
+            d = pr.decision
+            if d:
+                dec = d["decision"]
+                decisions[pr.name] = {"action": dec["action"], "rule": dec["reason"].get("rule"),
+                                      "rounds": d.get("rounds"), "elapsed_ms": d.get("elapsed_ms"),
+                                      "init_peerset": dec.get("init_peerset"), "peer_id": d["facts"]["me"]["peer_id"]}
+        rec["decisions"] = decisions
+        rec["founders"] = sorted(nm for nm, d in decisions.items() if d["action"] == "found")
+        sets = {tuple(sorted(d["init_peerset"])) for d in decisions.values()
+                if d["action"] == "found" and d["init_peerset"]}
+        rec["founding_sets"] = len(sets)
+        lone = []
+        for pr in doubles:
+            s, d = pr.state, decisions.get(pr.name)
+            if s.get("founded") and (d is None or d["action"] != "found"):
+                lone.append("%s founded %s without a found decision (%s)"
+                            % (pr.name, s.get("cluster_id"), d and d["action"]))
+            cid = s.get("cluster_id")
+            if s.get("founded") and cid and len(clusters) > 1 and len(clusters.get(cid, [])) == 1:
+                lone.append("%s founded %s, a cluster of one beside %d other cluster(s)"
+                            % (pr.name, cid, len(clusters) - 1))
+            if d and d["action"] == "found" and d["init_peerset"] is not None and len(d["init_peerset"]) < p["expect"]:
+                lone.append("%s founded with %d voters, fewer than --expect %d"
+                            % (pr.name, len(d["init_peerset"]), p["expect"]))
+        live_sets = {tuple(sorted(decisions[pr.name]["init_peerset"])) for pr in doubles
+                     if pr.name in decisions and decisions[pr.name]["action"] == "found"
+                     and decisions[pr.name]["init_peerset"]}
+        if len(live_sets) > 1:
+            lone.append("live raft founders used %d different founding sets" % len(live_sets))
+        rec["lone_founding"] = bool(lone)
+        rec["lone_details"] = lone
+        rec["conflicts"] = sum(len(pr.state.get("conflicts") or []) for pr in doubles)
+        if not rec["agreed"]:
+            rec["not_agreed"] = {
+                pr.name: ("exited %s" % pr.exit if pr.exit is not None else
+                          "sidecar still deciding" if not pr.state else
+                          "double not ready (cluster %s, staging=%s, has_leader=%s)"
+                          % (pr.state.get("cluster_id"), pr.state.get("staging"), pr.state.get("has_leader"))
+                          if not pr.state.get("ready") else
+                          "ready in %s with %d peers" % (pr.state.get("cluster_id"), len(pr.state.get("peers") or [])))
+                for pr in peers if pr.proc is not None and not pr.killed}
+
+    def teardown(self, peers):
+        """SIGTERM, then SIGKILL; then kill anything left carrying this launch's tag."""
+        self.proxy.set_faults(throttle=0.0, burst_prob=0.0, drop=0.0, latency_prob=0.0, down_for=0.0)
+        with self.proxy.lock:
+            self.proxy.burst_left = 0
+        for pr in peers:
+            if pr.alive():
+                pr.proc.send_signal(signal.SIGTERM)
+        end = time.time() + self.a.grace
+        for pr in peers:
+            if pr.proc is None:
+                continue
+            try:
+                pr.proc.wait(max(0.05, end - time.time()))
+            except subprocess.TimeoutExpired:
+                pr.proc.kill()
+                pr.proc.wait()
+        strays = 0
+        for pid in tagged_pids(self.tag):
+            strays += 1
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return strays
+
+
+def tagged_pids(tag):
+    needle = ("SOAK_TAG=%s" % tag).encode() + b"\0"
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == os.getpid():
+            continue
+        try:
+            with open("/proc/%s/environ" % d, "rb") as f:
+                if needle in f.read():
+                    out.append(int(d))
+        except OSError:
+            pass
+    return out
+
+
+# ------------------------------------------------------------------ summary
+def summarize(records, cmdline, binary, run_seed):
+    lines = ["# Soak summary", "",
+             "- command: `%s`" % cmdline,
+             "- run seed: %s; binary: `%s`" % (run_seed, binary),
+             "- machine: `%s`, %s cores" % (" ".join(platform.uname()), os.cpu_count()), ""]
+    lines += ["| consensus | launches | agreed | split brains | lone foundings | harness errors "
+              "| exits by code | agreement s p50 / p95 / max | AWS calls per peer p50 / max | max visibility delay drawn s |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | ---: |"]
+    for cons in sorted({r["consensus"] for r in records}):
+        rs = [r for r in records if r["consensus"] == cons]
+        codes = {}
+        for r in rs:
+            for nm, c in r.get("exits", {}).items():
+                killed = (r.get("kill") or {}).get("peer") == nm and c == -9
+                key = "SIGKILL (founder kill)" if killed else str(c)
+                codes[key] = codes.get(key, 0) + 1
+        t = [r["t_agree"] for r in rs if r.get("t_agree") is not None]
+        calls = [c for r in rs for c in r.get("aws", {}).get("per_peer", {}).values()]
+        fmt = lambda v: "-" if v is None else "%.1f" % v
+        lines.append("| %s | %d | %d | %d | %d | %d | %s | %s / %s / %s | %s / %s | %s |" % (
+            cons, len(rs), sum(1 for r in rs if r.get("agreed")),
+            sum(1 for r in rs if r.get("split_brain")), sum(1 for r in rs if r.get("lone_founding")),
+            sum(1 for r in rs if r.get("error")),
+            ", ".join("%s×%d" % (k, v) for k, v in sorted(codes.items())) or "none",
+            fmt(pct(t, 0.5)), fmt(pct(t, 0.95)), fmt(max(t) if t else None),
+            fmt(pct(calls, 0.5)), max(calls) if calls else "-",
+            fmt(max((r.get("visibility_max_drawn") or 0) for r in rs))))
+    lines += ["", "By the largest visibility delay drawn in the launch, relative to --settle:", "",
+              "| delay / settle | launches | agreed | split brains | lone foundings |", "| --- | ---: | ---: | ---: | ---: |"]
+    buckets = [(0, 0.5), (0.5, 0.9), (0.9, 1.0), (1.0, 1.5), (1.5, 2.0), (2.0, 3.0), (3.0, 1e9)]
+    for lo, hi in buckets:
+        rs = [r for r in records if lo <= (r.get("visibility_max_drawn") or 0) / r["settle"] < hi]
+        if rs:
+            lines.append("| %s–%s | %d | %d | %d | %d |" % (
+                lo, "∞" if hi > 1e8 else hi, len(rs), sum(1 for r in rs if r.get("agreed")),
+                sum(1 for r in rs if r.get("split_brain")), sum(1 for r in rs if r.get("lone_founding"))))
+    nn = [r for r in records if not r.get("agreed")]
+    if nn:
+        lines += ["", "Launches that did not agree by the deadline:", ""]
+        for r in nn[:40]:
+            lines.append("- seed %s %s N=%d expect=%d kill=%s: %s" % (
+                r["seed"], r["consensus"], r["n"], r["expect"],
+                (r.get("kill") or {}).get("mode") if (r.get("kill") or {}).get("done") else "-",
+                r.get("error") or "; ".join("%s %s" % kv for kv in sorted((r.get("not_agreed") or {}).items()))[:300]))
+    bad = [r for r in records if r.get("split_brain") or r.get("lone_founding") or r.get("error")]
+    if bad:
+        lines += ["", "Failures:", ""]
+        for r in bad:
+            lines.append("- seed %s %s: split=%s lone=%s error=%s %s; logs %s" % (
+                r["seed"], r["consensus"], r.get("split_brain"), r.get("lone_founding"), r.get("error"),
+                "; ".join(r.get("lone_details") or []), r.get("saved")))
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------ main
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("--short", action="store_true", help="CI mode: 4 small launches per consensus, mild faults")
+    ap.add_argument("--launches", type=int, default=None, help="launches per consensus (default 20; --short: 4)")
+    ap.add_argument("--consensus", default="crdt,raft", help="comma-separated: crdt, raft")
+    ap.add_argument("--peers", type=int, default=None, help="fixed N (default random 2..15; --short 2..5)")
+    ap.add_argument("--no-faults", action="store_true",
+                    help="clean launches: no proxy faults, no visibility delay, no stale records, no founder kill")
+    ap.add_argument("--settle", type=float, default=None, help="--settle in seconds (default random 1, 2 or 3)")
+    ap.add_argument("--delay-max", type=float, default=None,
+                    help="visibility delay ceiling in seconds (default 0.9 x settle)")
+    ap.add_argument("--skew-max", type=float, default=5.0, help="start skew ceiling in seconds (default 5)")
+    ap.add_argument("--kill-prob", type=float, default=0.3, help="chance of a founder kill per launch")
+    ap.add_argument("--seed", type=int, default=None, help="replay one launch: its seed (with the same flags)")
+    ap.add_argument("--run-seed", type=int, default=None, help="seed of the launch seeds (default random)")
+    ap.add_argument("--deadline", type=float, default=None, help="seconds after the last start (default 45; short 30)")
+    ap.add_argument("--duration", type=float, default=None, help="stop starting launches after this many minutes")
+    ap.add_argument("--json", help="append one JSON line per launch here")
+    ap.add_argument("--summary", help="write the markdown summary here")
+    ap.add_argument("--summarize", nargs="+", help="only summarize these JSON-lines files")
+    ap.add_argument("--bin", help="the bootstrap binary (default: release if newer than src/, else debug)")
+    ap.add_argument("--workdir", help="where launches run (default a temp folder)")
+    ap.add_argument("--failures", default="/tmp/soak/failures", help="logs of failed launches go here")
+    ap.add_argument("--keep", action="store_true", help="keep every launch's folder")
+    ap.add_argument("--keep-stuck", action="store_true", help="also save launches that did not agree")
+    ap.add_argument("--net", type=int, default=None, help="second octet of the 127.X.0.0/16 block to use")
+    ap.add_argument("--peer-timeout", type=int, default=90, help="BOOTSTRAP_TIMEOUT seconds (default 90)")
+    ap.add_argument("--poll", type=float, default=0.5, help="seconds between state polls")
+    ap.add_argument("--hold", type=float, default=1.0, help="agreement must hold this long (s)")
+    ap.add_argument("--grace", type=float, default=4.0, help="seconds between SIGTERM and SIGKILL")
+    a = ap.parse_args()
+    cmdline = " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
+
+    if a.summarize:
+        recs = [json.loads(l) for fn in a.summarize for l in open(fn) if l.strip()]
+        text = summarize(recs, cmdline, "(from %s)" % ", ".join(a.summarize), "-")
+        if a.summary:
+            open(a.summary, "w").write(text)
+        print(text)
+        return 0
+
+    a.mild = a.short
+    if a.short:
+        a.launches = a.launches or 4
+        a.min_peers, a.max_peers = 2, 5
+        a.skew_max = min(a.skew_max, 2.0)
+        a.settle_choices = [1.0]
+        a.deadline = a.deadline or 30
+    else:
+        a.launches = a.launches or 20
+        a.min_peers, a.max_peers = 2, 15
+        a.settle_choices = [1.0, 2.0, 3.0]
+        a.deadline = a.deadline or 45
+    if a.peers is not None and not 1 <= a.peers <= 250:
+        ap.error("--peers must be 1..250")
+    if a.peers is not None and a.peers < 2:
+        ap.error("--peers must be at least 2 (one peer with --expect 1 founds alone)")
+    conss = [c.strip() for c in a.consensus.split(",") if c.strip()]
+    if any(c not in ("crdt", "raft") for c in conss):
+        ap.error("--consensus takes crdt and/or raft")
+    binary = pick_binary(a.bin)
+    if not os.path.exists(binary):
+        ap.error("no binary at %s: run cargo build (or pass --bin)" % binary)
+    if not os.path.exists(os.path.join(VENV, "moto_server")):
+        ap.error("no .venv/bin/moto_server: run scripts/setup-testbed.sh")
+
+    run_seed = a.run_seed if a.run_seed is not None else random.SystemRandom().randrange(1, 10**9)
+    if a.seed is not None:
+        plan = [(a.seed, c) for c in conss]
+    else:
+        rs = random.Random(run_seed)
+        plan = [(rs.randrange(1, 10**9), conss[i % len(conss)]) for i in range(a.launches * len(conss))]
+    os.makedirs(a.failures, exist_ok=True)
+    workdir = a.workdir or tempfile.mkdtemp(prefix="icb-soak-")
+    os.makedirs(workdir, exist_ok=True)
+    log("soak: %d launch(es), run seed %s, binary %s, work in %s" % (len(plan), run_seed, binary, workdir))
+
+    stop = {"sig": None}
+
+    def on_signal(sig, _):
+        stop["sig"] = sig
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_signal)
+
+    jf = open(a.json, "a") if a.json else None
+    records, soak = [], None
+    t_start = time.time()
+    try:
+        soak = Soak(a, binary, workdir)
+        for i, (seed, cons) in enumerate(plan):
+            if a.duration and time.time() - t_start > a.duration * 60:
+                log("soak: --duration reached after %d launch(es)" % i)
+                break
+            p = gen_params(seed, cons, a)
+            rec = soak.launch(i, p)
+            rec["launch"] = i
+            rec["run_seed"] = run_seed
+            records.append(rec)
+            if jf:
+                jf.write(json.dumps(rec, sort_keys=True) + "\n")
+                jf.flush()
+            flag = ("SPLIT BRAIN " if rec.get("split_brain") else "") + \
+                   ("LONE FOUNDING " if rec.get("lone_founding") else "") + \
+                   ("ERROR %s " % rec["error"] if rec.get("error") else "")
+            kill = rec.get("kill") or {}
+            log("launch %d/%d seed=%d %s N=%d expect=%d settle=%.1fs vis<=%.2fs stale=%d kill=%s -> %s "
+                "t_agree=%s clusters=%s exits=%s calls/peer max=%s %s%s" % (
+                    i + 1, len(plan), seed, cons, rec["n"], rec["expect"], rec["settle"],
+                    rec["visibility_max_drawn"], len(rec["stale"]),
+                    ("%s:%s" % (kill.get("mode"), kill.get("skipped") or kill.get("decision")))
+                    if kill.get("done") else "-",
+                    "agreed" if rec.get("agreed") else "NOT AGREED", rec.get("t_agree"),
+                    list(rec.get("clusters", {}).values()), rec["exits"] or "{}",
+                    max(rec["aws"]["per_peer"].values() or [0]), flag,
+                    "" if not flag else "(replay: --seed %d --consensus %s)" % (seed, cons)))
+    except KeyboardInterrupt:
+        log("soak: interrupted")
+    finally:
+        if soak:
+            soak.close()
+        if jf:
+            jf.close()
+        if not a.keep and not a.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    text = summarize(records, cmdline, binary, run_seed)
+    if a.summary:
+        with open(a.summary, "w") as f:
+            f.write(text)
+    print(text)
+    bad = [r for r in records if r.get("split_brain") or r.get("lone_founding") or r.get("error")]
+    if stop["sig"] or not records:
+        return 1
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
