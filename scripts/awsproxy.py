@@ -364,6 +364,10 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], OSError):  # a client hanging up is no news
+            super().handle_error(request, client_address)
+
     def __init__(self, addr, handler, bind_and_activate=True, family=socket.AF_INET):
         self.address_family = family
         super().__init__(addr, handler, bind_and_activate=bind_and_activate)
@@ -381,8 +385,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         for k, v in headers:
             self.send_header(k, v)
         self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.end_headers()
+            self.wfile.write(body)
+        except OSError:  # the client gave up (SDK timeout, peer killed)
+            self.close_connection = True
+            return
         with self.server.proxy.lock:
             st = self.server.proxy.statuses
             st[status] = st.get(status, 0) + 1

@@ -25,7 +25,7 @@ NETWORK RULE: nothing here sends a packet outside 127.0.0.0/8: every address
 is checked by `loopback()` (it raises), the proxy refuses other addresses, and
 the binary runs with --loopback-only. See docs/soak.md.
 """
-import argparse, concurrent.futures, json, os, platform, random, shutil, signal, socket
+import argparse, concurrent.futures, json, os, random, shutil, signal, socket
 import statistics, subprocess, sys, tempfile, time, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -572,8 +572,13 @@ def tagged_pids(tag):
 def summarize(records, cmdline, binary, run_seed):
     lines = ["# Soak summary", "",
              "- command: `%s`" % cmdline,
-             "- run seed: %s; binary: `%s`" % (run_seed, binary),
-             "- machine: `%s`, %s cores" % (" ".join(platform.uname()), os.cpu_count()), ""]
+             "- run seed(s): %s" % (", ".join(sorted({str(r.get("run_seed")) for r in records})) or run_seed),
+             "- binary: %s" % "; ".join(sorted({"`%s` (%s)" % (r.get("binary"), r.get("source"))
+                                               for r in records})),
+             "- machine: `%s`, nproc %s" % (sh("uname -a"), sh("nproc")), ""]
+    cmds = sorted({r.get("cmdline") for r in records if r.get("cmdline")})
+    if cmds:
+        lines[2:3] = ["- command(s): " + "; ".join("`%s`" % c for c in cmds)]
     lines += ["| consensus | launches | agreed | split brains | lone foundings | harness errors "
               "| exits by code | agreement s p50 / p95 / max | AWS calls per peer p50 / max | max visibility delay drawn s |",
               "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | ---: |"]
@@ -596,6 +601,20 @@ def summarize(records, cmdline, binary, run_seed):
             fmt(pct(t, 0.5)), fmt(pct(t, 0.95)), fmt(max(t) if t else None),
             fmt(pct(calls, 0.5)), max(calls) if calls else "-",
             fmt(max((r.get("visibility_max_drawn") or 0) for r in rs))))
+    lines += ["", "| consensus | N min–max | agreement after the last start s p50 / max | launch s p50 | founder kills | "
+              "stale records | throttles | 5xx | dropped | delayed | calls while down | reader-scope delays |",
+              "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for cons in sorted({r["consensus"] for r in records}):
+        rs = [r for r in records if r["consensus"] == cons]
+        fsum = lambda k: sum(r.get("aws", {}).get("faults", {}).get(k, 0) for r in rs)
+        tl = [r["t_agree_after_last_start"] for r in rs if r.get("t_agree_after_last_start") is not None]
+        fmt = lambda v: "-" if v is None else "%.1f" % v
+        lines.append("| %s | %d–%d | %s / %s | %s | %d | %d | %d | %d | %d | %d | %d | %d |" % (
+            cons, min(r["n"] for r in rs), max(r["n"] for r in rs), fmt(pct(tl, 0.5)), fmt(max(tl) if tl else None),
+            fmt(pct([r["duration"] for r in rs], 0.5)),
+            sum(1 for r in rs if (r.get("kill") or {}).get("done") and not (r.get("kill") or {}).get("skipped")),
+            sum(len(r.get("stale", [])) for r in rs), fsum("throttle"), fsum("5xx"), fsum("drop"), fsum("latency"),
+            fsum("down"), sum(1 for r in rs if r["faults"].get("visibility_scope") == "reader")))
     lines += ["", "By the largest visibility delay drawn in the launch, relative to --settle:", "",
               "| delay / settle | launches | agreed | split brains | lone foundings |", "| --- | ---: | ---: | ---: | ---: |"]
     buckets = [(0, 0.5), (0.5, 0.9), (0.9, 1.0), (1.0, 1.5), (1.5, 2.0), (2.0, 3.0), (3.0, 1e9)]
@@ -623,12 +642,31 @@ def summarize(records, cmdline, binary, run_seed):
     return "\n".join(lines) + "\n"
 
 
+def sh(cmd):
+    try:
+        return subprocess.run(cmd.split(), capture_output=True, text=True, timeout=10).stdout.strip()
+    except OSError:
+        return "?"
+
+
+def source_info(binary):
+    try:
+        head = subprocess.run(["git", "-C", ROOT, "log", "-1", "--format=%h %cd", "--date=format:%Y-%m-%d %H:%M"],
+                              capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--", "src"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except OSError:
+        head, dirty = "?", ""
+    built = time.strftime("%Y-%m-%d %H:%M", time.localtime(os.path.getmtime(binary))) if os.path.exists(binary) else "?"
+    return "HEAD %s%s; binary built %s" % (head, " (src/ has uncommitted changes)" if dirty else "", built)
+
+
 # ------------------------------------------------------------------ main
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    ap.add_argument("--short", action="store_true", help="CI mode: 4 small launches per consensus, mild faults")
-    ap.add_argument("--launches", type=int, default=None, help="launches per consensus (default 20; --short: 4)")
+    ap.add_argument("--short", action="store_true", help="CI mode: 6 small launches per consensus, mild faults (about 2 minutes)")
+    ap.add_argument("--launches", type=int, default=None, help="launches per consensus (default 20; --short: 6)")
     ap.add_argument("--consensus", default="crdt,raft", help="comma-separated: crdt, raft")
     ap.add_argument("--peers", type=int, default=None, help="fixed N (default random 2..15; --short 2..5)")
     ap.add_argument("--no-faults", action="store_true",
@@ -668,7 +706,7 @@ def main():
 
     a.mild = a.short
     if a.short:
-        a.launches = a.launches or 4
+        a.launches = a.launches or 6
         a.min_peers, a.max_peers = 2, 5
         a.skew_max = min(a.skew_max, 2.0)
         a.settle_choices = [1.0]
@@ -697,6 +735,7 @@ def main():
     else:
         rs = random.Random(run_seed)
         plan = [(rs.randrange(1, 10**9), conss[i % len(conss)]) for i in range(a.launches * len(conss))]
+    source = source_info(binary)
     os.makedirs(a.failures, exist_ok=True)
     workdir = a.workdir or tempfile.mkdtemp(prefix="icb-soak-")
     os.makedirs(workdir, exist_ok=True)
@@ -722,6 +761,7 @@ def main():
             rec = soak.launch(i, p)
             rec["launch"] = i
             rec["run_seed"] = run_seed
+            rec["binary"], rec["source"], rec["cmdline"] = binary, source, cmdline
             records.append(rec)
             if jf:
                 jf.write(json.dumps(rec, sort_keys=True) + "\n")

@@ -9,3 +9,4 @@ echo "== ipfs-cluster-service test double: self-test"
 .venv/bin/python -m unittest discover -s tests/double -p 'test_*.py'
 echo "== cargo test"
 cargo test --locked "${@:2}"
+echo "== soak (short)"; .venv/bin/python scripts/soak.py --short
