@@ -2,7 +2,7 @@
 //! decision record. config → local peer → self address → register/discover →
 //! probe → decide → apply → launch.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,7 @@ use crate::local::{self, LocalPeer};
 use crate::peer::{Consensus, PeerId};
 use crate::privileges;
 use crate::probe::{Probed, Prober};
+use crate::rounds::{self, Backoff, Next, Round, Rounds};
 use crate::selfaddr::{self, SelfAddr, Task};
 
 pub async fn run(cfg: Config) -> Result<i32, Error> {
@@ -370,30 +371,6 @@ fn prepare_local(cfg: &Config, read_only: bool) -> Result<LocalPeer, Error> {
     Ok(local)
 }
 
-/// Jittered exponential backoff between polls.
-struct Backoff {
-    base: Duration,
-    cap: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    fn new(settle: Duration) -> Backoff {
-        let base = Duration::from_millis(250);
-        let cap = (settle / 2).clamp(base, Duration::from_secs(5));
-        Backoff { base, cap, next: base }
-    }
-    fn reset(&mut self) {
-        self.next = self.base;
-    }
-    fn step(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(self.cap);
-        let half = d / 2;
-        half + Duration::from_millis(fastrand::u64(0..=half.as_millis() as u64))
-    }
-}
-
 /// SIGTERM/SIGINT while the sidecar itself still runs.
 struct Stop {
     term: Option<tokio::signal::unix::Signal>,
@@ -457,7 +434,7 @@ async fn retry<T, E: std::fmt::Display, F: std::future::Future<Output = Result<T
     stop: &mut Stop,
     mut f: impl FnMut() -> F,
 ) -> Result<Result<T, E>, i32> {
-    let mut backoff = Backoff::new(Duration::from_secs(4));
+    let mut backoff = Backoff::new(Duration::from_secs(4), fastrand::Rng::new());
     loop {
         match f().await {
             Ok(v) => return Ok(Ok(v)),
@@ -528,25 +505,18 @@ async fn bootstrap<R: Registry>(
         has_state: local.has_state,
         registered_at_ms: me.registered_at_ms,
     };
-    // Everyone listed but this peer; peers listed without an ID get the one
-    // they told earlier at the same address.
-    let mut known_ids: HashMap<(std::net::IpAddr, u16), PeerId> = HashMap::new();
-    let others = |d: Discovered, known: &HashMap<(std::net::IpAddr, u16), PeerId>| -> Vec<Candidate> {
-        d.registrations
-            .into_iter()
-            .filter(|c| c.instance_id != me.instance_id && !(c.ip == me.ip && c.cluster_port == me.cluster_port))
-            .map(|mut c| {
-                if c.peer_id.is_none() {
-                    c.peer_id = known.get(&(c.ip, c.cluster_port)).cloned();
-                }
-                c
-            })
-            .collect()
-    };
 
     if read_only {
         // One round, nothing registered or written; the view counts as settled.
-        let probed = prober.probe_all(others(registry.discover().await?, &known_ids)).await;
+        let rounds = Rounds::new(
+            me_facts.clone(),
+            &me,
+            expect,
+            cfg.settle,
+            cfg.timeout,
+            fastrand::Rng::new(),
+        );
+        let probed = prober.probe_all(rounds.others(registry.discover().await?)).await;
         let settle_ms = cfg.settle.as_millis() as u64;
         let facts = Facts {
             me: me_facts,
@@ -570,96 +540,70 @@ async fn bootstrap<R: Registry>(
         Err(sig) => return Err(interrupted(sig)),
     }
 
-    let settle_ms = cfg.settle.as_millis() as u64;
-    let mut backoff = Backoff::new(cfg.settle);
-    let mut last_view = None;
-    let mut view_since_ms = 0;
-    let mut rounds = 0u32;
+    let mut rounds = Rounds::new(me_facts, &me, expect, cfg.settle, cfg.timeout, fastrand::Rng::new());
     let mut warned: HashSet<String> = HashSet::new();
     let mut last_reason = String::new();
-    // Whether a round said Wait, and whether this round confirms a decision.
-    let (mut waited, mut confirming) = (false, false);
+    let since_start = || started.elapsed().as_millis() as u64;
     let (facts, decision) = loop {
-        rounds += 1;
         let pause = match registry.discover().await {
-            Err(e) => {
-                if Instant::now() >= deadline {
+            Err(e) => match rounds.discover_failed(since_start()) {
+                None => {
                     deregister(registry, &me).await;
                     return Err(e.into());
                 }
-                warn!(error = %e, "discovery failed; retrying (a failed call never counts as 'no peers')");
-                backoff.step()
-            }
+                Some(pause) => {
+                    warn!(error = %e, "discovery failed; retrying (a failed call never counts as 'no peers')");
+                    pause
+                }
+            },
             Ok(found) => {
                 for s in &found.skipped {
                     if warned.insert(s.clone()) {
                         warn!(registration = %s, "ignoring a registration");
                     }
                 }
-                let probed = prober.probe_all(others(found, &known_ids)).await;
-                for o in &probed.observed {
-                    let r = &o.registration;
-                    if !matches!(o.probe, Probe::WrongPeer { .. } | Probe::Down { .. }) {
-                        known_ids.insert((r.ip, r.cluster_port), r.peer_id.clone());
-                    }
-                }
-                let now_ms = started.elapsed().as_millis() as u64;
-                let mut facts = Facts {
-                    me: me_facts.clone(),
-                    expect,
-                    settle_ms,
-                    now_ms,
-                    view_since_ms,
-                    peers: probed.observed,
-                    unidentified: probed.unidentified,
-                };
-                let view = facts.view();
-                if last_view.as_ref() != Some(&view) {
-                    view_since_ms = now_ms;
-                    last_view = Some(view);
-                    backoff.reset();
-                }
-                facts.view_since_ms = view_since_ms;
-                let decision = decide(&facts);
+                let probed = prober.probe_all(rounds.others(found)).await;
+                let Round { facts, decision, next } = rounds.probed(probed, since_start());
                 if let Some(c) = &contact {
                     c.propose(Greeting::new(&me.peer_id, decision.proposal.as_deref()));
                 }
-                if decision.action != Action::Wait {
-                    // A decision reached after waiting is confirmed by one more
-                    // round: between our discover and our probe a founder may
-                    // have published its founding set and started.
-                    if !waited || confirming {
-                        break (facts, decision);
+                match next {
+                    Next::Act => break (facts, decision),
+                    Next::Confirm(pause) => {
+                        debug!(reason = %decision.reason, "confirming the decision with one more round");
+                        pause
                     }
-                    confirming = true;
-                    debug!(reason = %decision.reason, "confirming the decision with one more round");
-                    Duration::from_millis(100)
-                } else {
-                    confirming = false;
-                    waited = true;
-                    let reason = decision.reason.to_string();
-                    if Instant::now() >= deadline {
+                    Next::GiveUp => {
                         let argv = apply::daemon_argv(&cfg.daemon_bin, &decision.action, &cfg.daemon_args);
                         log_decision(&record(
-                            registry, &me, source, rounds, started, &facts, &decision, &argv,
+                            registry,
+                            &me,
+                            source,
+                            rounds.rounds,
+                            started,
+                            &facts,
+                            &decision,
+                            &argv,
                         ));
                         deregister(registry, &me).await;
                         return Err(Error::GaveUp {
                             waited: cfg.timeout,
-                            reason,
+                            reason: decision.reason.to_string(),
                         });
                     }
-                    if reason != last_reason {
-                        info!(reason = %reason, "waiting");
-                        last_reason = reason;
-                    } else {
-                        debug!(reason = %reason, round = rounds, "waiting");
+                    Next::Pause(pause) => {
+                        let reason = decision.reason.to_string();
+                        if reason != last_reason {
+                            info!(reason = %reason, "waiting");
+                            last_reason = reason;
+                        } else {
+                            debug!(reason = %reason, round = rounds.rounds, "waiting");
+                        }
+                        pause
                     }
-                    backoff.step()
                 }
             }
         };
-        let pause = pause.min(deadline.saturating_duration_since(Instant::now()));
         if let Some(sig) = stop.sleep(pause).await {
             deregister(registry, &me).await;
             return Err(interrupted(sig));
@@ -668,7 +612,14 @@ async fn bootstrap<R: Registry>(
 
     let argv = apply::daemon_argv(&cfg.daemon_bin, &decision.action, &cfg.daemon_args);
     log_decision(&record(
-        registry, &me, source, rounds, started, &facts, &decision, &argv,
+        registry,
+        &me,
+        source,
+        rounds.rounds,
+        started,
+        &facts,
+        &decision,
+        &argv,
     ));
 
     if apply::write_atomic(&local.peerstore, apply::peerstore_text(&decision.peerstore).as_bytes())? {
@@ -708,7 +659,7 @@ async fn bootstrap<R: Registry>(
         // Keep announcing for one poll interval of the others, so that every
         // member still waiting sees it before our daemon takes the port.
         if contact.is_some() {
-            let linger = Backoff::new(cfg.settle).cap + 2 * cfg.probe_timeout + Duration::from_millis(500);
+            let linger = rounds::linger(cfg.settle, cfg.probe_timeout);
             debug!(
                 linger_ms = linger.as_millis() as u64,
                 "announcing the founding set before starting"

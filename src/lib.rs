@@ -19,4 +19,5 @@ pub mod local;
 pub mod peer;
 pub mod privileges;
 pub mod probe;
+pub mod rounds;
 pub mod selfaddr;

@@ -23,11 +23,12 @@ pub struct Prober {
     loopback_only: bool,
 }
 
-#[derive(Deserialize)]
-struct IdResponse {
-    id: String,
+/// The REST API's `/id` answer, as far as probing reads it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct IdResponse {
+    pub id: String,
     #[serde(default)]
-    cluster_peers: Option<Vec<String>>,
+    pub cluster_peers: Option<Vec<String>>,
 }
 
 /// What probing found: identified peers, and addresses where a daemon runs
@@ -40,14 +41,18 @@ pub struct Probed {
     pub silent: Vec<std::net::IpAddr>,
 }
 
-enum Api {
+/// What the REST API answered.
+#[derive(Debug, Clone)]
+pub enum Api {
     Id(IdResponse),
     /// The API is up but refuses our credentials.
     Refused(u16),
     Unreachable(String),
 }
 
-enum Port {
+/// What the cluster port answered.
+#[derive(Debug, Clone)]
+pub enum Port {
     Greeting(Greeting),
     /// Open, and not a sidecar: a daemon.
     Open,
@@ -89,18 +94,7 @@ impl Prober {
             }
         }
         out.sort_by_key(|x| x.0);
-        let mut probed = Probed::default();
-        for (_, c, id, probe) in out {
-            match id {
-                Some(id) => probed.observed.push(Observed {
-                    registration: c.identified(id),
-                    probe,
-                }),
-                None if probe == Probe::Daemon => probed.unidentified.push(c.ip),
-                None => probed.silent.push(c.ip),
-            }
-        }
-        probed
+        collect(out.into_iter().map(|(_, c, id, probe)| (c, id, probe)))
     }
 
     /// What answers at a candidate, and the peer ID it goes by (the listed one,
@@ -111,58 +105,13 @@ impl Prober {
             return (c.peer_id.clone(), Probe::Down { error });
         }
         let (api, port) = tokio::join!(self.api(c), self.port(c));
-        let answered: Option<PeerId> = match (&api, &port) {
-            (Api::Id(id), _) => PeerId::parse(&id.id).ok(),
-            (_, Port::Greeting(g)) => PeerId::parse(&g.peer_id).ok(),
-            _ => None,
-        };
-        if let (Some(listed), Some(answered)) = (&c.peer_id, &answered) {
-            if listed != answered {
-                return (
-                    Some(listed.clone()),
-                    Probe::WrongPeer {
-                        answered: answered.to_string(),
-                    },
-                );
-            }
+        if let (Api::Refused(status), false) = (&api, matches!(port, Port::Greeting(_))) {
+            tracing::warn!(
+                address = %c.ip, status,
+                "the peer's REST API refuses our credentials (CLUSTER_RESTAPI_BASICAUTHCREDENTIALS); counting it as a running daemon"
+            );
         }
-        let id = c.peer_id.clone().or(answered);
-        let probe = match (api, port) {
-            (Api::Id(id), _) => Probe::Api {
-                cluster_peers: id
-                    .cluster_peers
-                    .unwrap_or_default()
-                    .iter()
-                    .filter_map(|p| PeerId::parse(p).ok())
-                    .collect(),
-            },
-            (
-                _,
-                Port::Greeting(Greeting {
-                    founding: Some(set), ..
-                }),
-            ) => match set.iter().map(|s| PeerId::parse(s)).collect::<Result<Vec<_>, _>>() {
-                Ok(set) if !set.is_empty() => Probe::Founding { set },
-                _ => Probe::Waiting { proposal: None },
-            },
-            (_, Port::Greeting(g)) => Probe::Waiting {
-                proposal: g
-                    .proposal
-                    .and_then(|p| p.iter().map(|s| PeerId::parse(s).ok()).collect()),
-            },
-            (Api::Refused(status), _) => {
-                tracing::warn!(
-                    address = %c.ip, status,
-                    "the peer's REST API refuses our credentials (CLUSTER_RESTAPI_BASICAUTHCREDENTIALS); counting it as a running daemon"
-                );
-                Probe::Daemon
-            }
-            (_, Port::Open) => Probe::Daemon,
-            (Api::Unreachable(a), Port::Closed(p)) => Probe::Down {
-                error: format!("cluster port: {p}; REST API: {a}"),
-            },
-        };
-        (id, probe)
+        classify(c, api, port)
     }
 
     /// The peer ID and cluster peers a REST API answers with (the local one,
@@ -261,6 +210,74 @@ impl Prober {
             None => Port::Open,
         }
     }
+}
+
+/// What answered at a candidate, and the peer ID it goes by (the listed one,
+/// else the one it answered with). Pure: the deterministic simulation runs it.
+pub fn classify(c: &Candidate, api: Api, port: Port) -> (Option<PeerId>, Probe) {
+    let answered: Option<PeerId> = match (&api, &port) {
+        (Api::Id(id), _) => PeerId::parse(&id.id).ok(),
+        (_, Port::Greeting(g)) => PeerId::parse(&g.peer_id).ok(),
+        _ => None,
+    };
+    if let (Some(listed), Some(answered)) = (&c.peer_id, &answered) {
+        if listed != answered {
+            return (
+                Some(listed.clone()),
+                Probe::WrongPeer {
+                    answered: answered.to_string(),
+                },
+            );
+        }
+    }
+    let id = c.peer_id.clone().or(answered);
+    let probe = match (api, port) {
+        (Api::Id(id), _) => Probe::Api {
+            cluster_peers: id
+                .cluster_peers
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|p| PeerId::parse(p).ok())
+                .collect(),
+        },
+        (
+            _,
+            Port::Greeting(Greeting {
+                founding: Some(set), ..
+            }),
+        ) => match set.iter().map(|s| PeerId::parse(s)).collect::<Result<Vec<_>, _>>() {
+            Ok(set) if !set.is_empty() => Probe::Founding { set },
+            _ => Probe::Waiting { proposal: None },
+        },
+        (_, Port::Greeting(g)) => Probe::Waiting {
+            proposal: g
+                .proposal
+                .and_then(|p| p.iter().map(|s| PeerId::parse(s).ok()).collect()),
+        },
+        (Api::Refused(_), _) => Probe::Daemon,
+        (_, Port::Open) => Probe::Daemon,
+        (Api::Unreachable(a), Port::Closed(p)) => Probe::Down {
+            error: format!("cluster port: {p}; REST API: {a}"),
+        },
+    };
+    (id, probe)
+}
+
+/// Sorts probe results into identified peers, unidentified daemons and
+/// silent addresses, in the given order.
+pub fn collect(results: impl IntoIterator<Item = (Candidate, Option<PeerId>, Probe)>) -> Probed {
+    let mut probed = Probed::default();
+    for (c, id, probe) in results {
+        match id {
+            Some(id) => probed.observed.push(Observed {
+                registration: c.identified(id),
+                probe,
+            }),
+            None if probe == Probe::Daemon => probed.unidentified.push(c.ip),
+            None => probed.silent.push(c.ip),
+        }
+    }
+    probed
 }
 
 fn truncate(s: &str) -> String {

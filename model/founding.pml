@@ -1,0 +1,419 @@
+/*
+ * founding.pml: a model of the founding rules of src/decide.rs and of the
+ * round loop in src/app.rs that feeds them, checked with spin
+ * (model/check.sh runs every configuration).
+ *
+ * What is modelled (the names are decide's and app's):
+ *   - Peers listen on the cluster port, then register (rank = registration
+ *     time, ties broken by peer index as decide breaks them by peer ID).
+ *   - Eventual consistency: each observer's discover lists a registration
+ *     some time after it is made, at most D ticks after, independently per
+ *     observer (decided at each discover). D < SETTLE is the assumption; the checks also run with
+ *     D >= SETTLE to show that the bound matters.
+ *   - A round: discover (one step), then one probe per listed peer (one step
+ *     each, so peers change between the discover and each probe), then
+ *     decide (one step) and the greeting update.
+ *   - decide, rule 2: live or founding peers -> raft fixed-set continuation
+ *     (fixed_set_in_progress), else join a live member, else wait.
+ *   - decide, rule 4: too few -> wait; view changed less than SETTLE ago ->
+ *     wait; not in the first E -> wait; a member of the first E that does not
+ *     propose the same set -> wait; crdt: found when first, else wait; raft:
+ *     found with init_peerset = the first E.
+ *   - app: a non-wait decision reached after a wait is acted on only if the
+ *     next round also returns one (the confirming round).
+ *   - raft founders announce their set (FOUNDING) and then run; the model
+ *     lets the daemon take over at any moment, which is weaker than the
+ *     linger the code keeps.
+ *   - Crashes: up to CRASHES peers stop at any point and stay down, their
+ *     registrations left behind (stale records of dead peers).
+ *   - A join whose target is gone by the time the daemon starts fails, and
+ *     the peer stops (a failed bootstrap exits the daemon).
+ * Not modelled: rule 0 (a twin identity), rule 1 (existing state), rule 3
+ * (daemons starting, unidentified daemons), restarts, mixed consensus.
+ *
+ * Properties, asserted at every founding:
+ *   crdt: no other founder is alive (never two foundings at once);
+ *   raft: every founder alive founded with the same init_peerset.
+ * A founder that crashed before anyone joined it leaves no cluster behind,
+ * so founding again after it is the intended recovery, not a split.
+ */
+
+#ifndef N
+#define N 3
+#endif
+#ifndef E
+#define E 2
+#endif
+#ifndef D
+#define D 1
+#endif
+#ifndef SETTLE
+#define SETTLE 2
+#endif
+#ifndef RAFT
+#define RAFT 0
+#endif
+#ifndef CRASHES
+#define CRASHES 1
+#endif
+#if N == 2
+#define CLUSTERS 4
+#elif N == 3
+#define CLUSTERS 8
+#else
+#define CLUSTERS 16
+#endif
+
+/* Mutations, to show the checks can fail: drop the agreement rule or the
+   confirming round. */
+#ifndef NO_AGREEMENT
+#define NO_AGREEMENT 0
+#endif
+#ifndef NO_CONFIRM
+#define NO_CONFIRM 0
+#endif
+
+#ifndef SKEW
+#define SKEW 0
+#endif
+
+#define IDLE     0
+#define WAITING  1
+#define FOUNDING 2
+#define RUNNING  3
+#define DOWN     4
+
+#define BIT(k)    (1 << (k))
+#define HAS(m, k) ((((m) >> (k)) & 1) == 1)
+#define KEY(k)    (rk[k])
+
+byte phase[N];
+byte rk[N];           /* rank: the registration order, or (SKEW) the peer index */
+byte regs;            /* registrations made */
+byte age[N];          /* ticks since peer k registered, up to D */
+byte stable[N];       /* ticks since peer k's view last changed, up to SETTLE */
+byte busy;            /* peers in the middle of a round */
+bool vis[N * N];      /* vis[o*N+k]: observer o's discover lists peer k */
+byte prop[N];         /* the proposal in peer k's greeting; 0 = none */
+byte fset[N];         /* raft: the init_peerset peer k founded with */
+bool founded[N];
+byte cl[N];           /* the cluster peer k runs in */
+byte cm[CLUSTERS];    /* the members (raft: the configuration) of cluster c */
+byte crashes;
+
+/* out = the first E peers of mask in rank order, 0 when mask has fewer. */
+inline first_e(mask, out) {
+    out = 0;
+    cnt = 0;
+    do
+    :: cnt < E ->
+        best = 255;
+        bk = 255;
+        k = 0;
+        do
+        :: k < N ->
+            if
+            :: HAS(mask, k) && !HAS(out, k) && KEY(k) < best -> best = KEY(k); bk = k
+            :: else -> skip
+            fi;
+            k++
+        :: else -> break
+        od;
+        if
+        :: bk == 255 -> out = 0; break
+        :: else -> out = out | BIT(bk); cnt++
+        fi
+    :: else -> break
+    od
+}
+
+/* first = the earliest ranked peer of mask, 255 when empty. */
+inline first_of(mask, first) {
+    best = 255;
+    first = 255;
+    k = 0;
+    do
+    :: k < N ->
+        if
+        :: HAS(mask, k) && KEY(k) < best -> best = KEY(k); first = k
+        :: else -> skip
+        fi;
+        k++
+    :: else -> break
+    od
+}
+
+proctype Peer(byte i) {
+    byte seen, view, lastview, set, key, members, founding, waiting, target;
+    byte k, cnt, best, bk, j, act;
+    byte lph[N], lprop[N], lev[N], lcp[N];
+    bool waited, confirming, ok;
+
+    /* contact point up, then RegisterInstance */
+    atomic {
+        regs++;
+        if
+        :: SKEW -> rk[i] = i
+        :: else -> rk[i] = regs
+        fi;
+        phase[i] = WAITING;
+        vis[i * N + i] = 1
+    };
+    lastview = 255;
+end_peer:
+    do
+    :: phase[i] == WAITING ->
+        /* discover: a registration not yet listed to this peer may show up
+           now, and must once it is D ticks old; once listed it stays */
+        atomic {
+        busy++;
+        k = 0;
+        do
+        :: k < N ->
+            if
+            :: k != i && phase[k] != IDLE && !vis[i * N + k] ->
+                if
+                :: vis[i * N + k] = 1
+                :: age[k] < D -> skip
+                fi
+            :: else -> skip
+            fi;
+            k++
+        :: else -> break
+        od;
+            seen = 0;
+            k = 0;
+            do
+            :: k < N ->
+                if
+                :: k != i && vis[i * N + k] -> seen = seen | BIT(k)
+                :: else -> skip
+                fi;
+                k++
+            :: else -> break
+            od;
+            k = 0
+        };
+        /* probe each listed peer, one at a time */
+        j = 0;
+        do
+        :: j < N ->
+            if
+            :: HAS(seen, j) ->
+                atomic {
+                    lph[j] = phase[j];
+                    lprop[j] = prop[j];
+                    lcp[j] = cm[cl[j]];
+                    if
+                    :: phase[j] == FOUNDING || (phase[j] == RUNNING && founded[j]) -> lev[j] = fset[j]
+                    :: else -> lev[j] = cm[cl[j]]
+                    fi
+                }
+            :: else -> skip
+            fi;
+            j++
+        :: else -> break
+        od;
+        /* decide (and the greeting's proposal) */
+        atomic {
+            members = 0;
+            founding = 0;
+            waiting = 0;
+            j = 0;
+            do
+            :: j < N ->
+                if
+                :: HAS(seen, j) && lph[j] == RUNNING -> members = members | BIT(j)
+                :: HAS(seen, j) && lph[j] == FOUNDING -> founding = founding | BIT(j)
+                :: HAS(seen, j) && lph[j] == WAITING -> waiting = waiting | BIT(j)
+                :: else -> skip
+                fi;
+                j++
+            :: else -> break
+            od;
+            view = members | founding | waiting | BIT(i);
+            if
+            :: view != lastview -> lastview = view; stable[i] = 0
+            :: else -> skip
+            fi;
+            first_e(view, set);
+            prop[i] = set;
+            act = 0;
+            if
+            :: (members | founding) != 0 ->
+                /* rule 2 */
+                if
+                :: RAFT ->
+                    /* the set as announced or published, in the code's order:
+                       members first, then founding peers */
+                    key = 0;
+                    j = 0;
+                    do
+                    :: j < N ->
+                        if
+                        :: key == 0 && HAS(members, j) && founded[j] -> key = lev[j]
+                        :: else -> skip
+                        fi;
+                        j++
+                    :: else -> break
+                    od;
+                    if
+                    :: key == 0 && founding != 0 -> first_of(founding, target); key = lev[target]
+                    :: else -> skip
+                    fi;
+                    if
+                    :: key == 0 && members != 0 -> first_of(members, target); key = lev[target]
+                    :: else -> skip
+                    fi;
+                    ok = HAS(key, i);
+                    j = 0;
+                    do
+                    :: j < N ->
+                        if
+                        :: HAS(members | founding, j) &&
+                           (lev[j] != key || !HAS(key, j) ||
+                            (lph[j] == RUNNING && (lcp[j] & ~key) != 0)) -> ok = false
+                        :: else -> skip
+                        fi;
+                        j++
+                    :: else -> break
+                    od;
+                    if
+                    :: ok -> act = 2
+                    :: else -> skip
+                    fi
+                :: else -> skip
+                fi;
+                if
+                :: act == 0 && founding == 0 -> act = 1; first_of(members, target)
+                :: else -> skip
+                fi
+            :: else ->
+                /* rule 4 */
+                if
+                :: set == 0 -> skip                      /* too few */
+                :: set != 0 && stable[i] < SETTLE -> skip  /* unsettled */
+                :: set != 0 && stable[i] >= SETTLE && !HAS(set, i) -> skip  /* not in the founding set */
+                :: set != 0 && stable[i] >= SETTLE && HAS(set, i) ->
+                    ok = true;
+                    j = 0;
+                    do
+                    :: j < N ->
+                        if
+                        :: !NO_AGREEMENT && j != i && HAS(set, j) && !(lph[j] == WAITING && lprop[j] == set) -> ok = false
+                        :: else -> skip
+                        fi;
+                        j++
+                    :: else -> break
+                    od;
+                    if
+                    :: ok && RAFT -> act = 2; key = set
+                    :: ok && !RAFT -> first_of(set, target);
+                        if
+                        :: target == i -> act = 2
+                        :: else -> skip  /* awaiting the founder */
+                        fi
+                    :: else -> skip    /* no agreement */
+                    fi
+                fi
+            fi;
+            /* app: confirm a decision reached after waiting */
+            if
+            :: !NO_CONFIRM && act != 0 && waited && !confirming -> confirming = true; act = 0
+            :: act != 0 -> skip
+            :: else -> confirming = false; waited = true
+            fi;
+            /* forget the snapshot: it is not state */
+            j = 0;
+            do
+            :: j < N -> lph[j] = 0; lprop[j] = 0; lev[j] = 0; lcp[j] = 0; j++
+            :: else -> break
+            od;
+            seen = 0; members = 0; founding = 0; waiting = 0
+        };
+        /* act */
+        if
+        :: act == 2 && !RAFT ->
+            atomic {
+                j = 0;
+                do
+                :: j < N ->
+                    assert(j == i || !founded[j] || phase[j] == DOWN);
+                    j++
+                :: else -> break
+                od;
+                founded[i] = true;
+                cl[i] = BIT(i);
+                cm[BIT(i)] = BIT(i);
+                phase[i] = RUNNING
+            }
+        :: act == 2 && RAFT ->
+            atomic {
+                j = 0;
+                do
+                :: j < N ->
+                    assert(j == i || !founded[j] || phase[j] == DOWN || fset[j] == key);
+                    j++
+                :: else -> break
+                od;
+                founded[i] = true;
+                fset[i] = key;
+                cl[i] = key;
+                cm[key] = cm[key] | key;
+                phase[i] = FOUNDING
+            }
+        :: act == 1 ->
+            atomic {
+                if
+                :: phase[target] == RUNNING ->
+                    cl[i] = cl[target];
+                    cm[cl[target]] = cm[cl[target]] | BIT(i);
+                    phase[i] = RUNNING
+                :: else -> phase[i] = DOWN  /* the bootstrap failed: the daemon exits */
+                fi
+            }
+        :: else -> skip
+        fi;
+        atomic { act = 0; target = 0; key = 0; set = 0; busy-- }
+    :: phase[i] == FOUNDING -> phase[i] = RUNNING   /* the daemon takes the port */
+    :: phase[i] != DOWN && crashes < CRASHES -> atomic { crashes++; phase[i] = DOWN }
+    od
+}
+
+/* Time, between rounds: a round (discover, probes, decide, act) takes less
+   than a tick; any number of rounds fit in one. */
+active proctype Clock() {
+    byte k;
+end_clock:
+    do
+    :: atomic {
+        busy == 0 ->
+        k = 0;
+        do
+        :: k < N ->
+            if
+            :: phase[k] != IDLE && age[k] < D -> age[k]++
+            :: else -> skip
+            fi;
+            if
+            :: phase[k] == WAITING && stable[k] < SETTLE -> stable[k]++
+            :: else -> skip
+            fi;
+            k++
+        :: else -> break
+        od;
+        k = 0
+    }
+    od
+}
+
+init {
+    byte p;
+    atomic {
+        p = 0;
+        do
+        :: p < N -> run Peer(p); p++
+        :: else -> break
+        od
+    }
+}

@@ -1,0 +1,229 @@
+//! The round loop's bookkeeping, without I/O: which registrations to probe,
+//! when the view last changed, the backoff between rounds, the confirming
+//! round, and when to give up. `app` feeds it what discovery and probing
+//! returned and the time; the deterministic simulation (`tests/sim.rs`) feeds
+//! it simulated ones. Time is milliseconds since the run started.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::decide::{decide, Action, Decision, Facts, Me, Probe, Registration};
+use crate::discovery::{Candidate, Discovered};
+use crate::peer::PeerId;
+use crate::probe::Probed;
+
+/// Jittered exponential backoff: 250 ms doubling to `cap`, each pause drawn
+/// from [d/2, d].
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    base: Duration,
+    pub cap: Duration,
+    next: Duration,
+    rng: fastrand::Rng,
+}
+
+impl Backoff {
+    /// Between rounds: the cap is min(settle/2, 5 s), at least 250 ms.
+    pub fn new(settle: Duration, rng: fastrand::Rng) -> Backoff {
+        let base = Duration::from_millis(250);
+        let cap = (settle / 2).clamp(base, Duration::from_secs(5));
+        Backoff {
+            base,
+            cap,
+            next: base,
+            rng,
+        }
+    }
+
+    pub fn reset(&mut self) {
+        self.next = self.base;
+    }
+
+    pub fn step(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(self.cap);
+        let half = d / 2;
+        half + Duration::from_millis(self.rng.u64(0..=half.as_millis() as u64))
+    }
+}
+
+/// How long a raft founder keeps announcing its founding set before its
+/// daemon takes the port: one poll interval of the others (their backoff
+/// cap), two probe timeouts, and half a second.
+pub fn linger(settle: Duration, probe_timeout: Duration) -> Duration {
+    Backoff::new(settle, fastrand::Rng::with_seed(0)).cap + 2 * probe_timeout + Duration::from_millis(500)
+}
+
+/// What to do after a round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Run another round after this pause.
+    Pause(Duration),
+    /// A decision reached after waiting: confirm it with one more round after
+    /// this pause (between our discover and our probe a founder may have
+    /// published its founding set and started).
+    Confirm(Duration),
+    /// Act on the decision.
+    Act,
+    /// --timeout passed without a safe action.
+    GiveUp,
+}
+
+/// One round's outcome.
+#[derive(Debug, Clone)]
+pub struct Round {
+    pub facts: Facts,
+    pub decision: Decision,
+    pub next: Next,
+}
+
+/// The loop's state between rounds.
+pub struct Rounds {
+    me: Me,
+    instance_id: String,
+    cluster_port: u16,
+    expect: usize,
+    settle_ms: u64,
+    timeout_ms: u64,
+    backoff: Backoff,
+    last_view: Option<Vec<PeerId>>,
+    view_since_ms: u64,
+    waited: bool,
+    confirming: bool,
+    /// Peer IDs heard at an address, for registrations listed without one.
+    known_ids: HashMap<(IpAddr, u16), PeerId>,
+    pub rounds: u32,
+}
+
+impl Rounds {
+    pub fn new(
+        me: Me,
+        registration: &Registration,
+        expect: usize,
+        settle: Duration,
+        timeout: Duration,
+        rng: fastrand::Rng,
+    ) -> Rounds {
+        Rounds {
+            me,
+            instance_id: registration.instance_id.clone(),
+            cluster_port: registration.cluster_port,
+            expect,
+            settle_ms: settle.as_millis() as u64,
+            timeout_ms: timeout.as_millis() as u64,
+            backoff: Backoff::new(settle, rng),
+            last_view: None,
+            view_since_ms: 0,
+            waited: false,
+            confirming: false,
+            known_ids: HashMap::new(),
+            rounds: 0,
+        }
+    }
+
+    /// Everyone listed but this peer; peers listed without an ID get the one
+    /// they told earlier at the same address.
+    pub fn others(&self, d: Discovered) -> Vec<Candidate> {
+        d.registrations
+            .into_iter()
+            .filter(|c| {
+                c.instance_id != self.instance_id && !(c.ip == self.me.ip && c.cluster_port == self.cluster_port)
+            })
+            .map(|mut c| {
+                if c.peer_id.is_none() {
+                    c.peer_id = self.known_ids.get(&(c.ip, c.cluster_port)).cloned();
+                }
+                c
+            })
+            .collect()
+    }
+
+    /// Discovery failed: the pause before the next round, or None when
+    /// --timeout has passed. A failure is never read as "no peers".
+    pub fn discover_failed(&mut self, now_ms: u64) -> Option<Duration> {
+        self.rounds += 1;
+        if now_ms >= self.timeout_ms {
+            return None;
+        }
+        let pause = self.backoff.step();
+        Some(self.clamp(pause, now_ms))
+    }
+
+    /// Decides on what probing found.
+    pub fn probed(&mut self, probed: Probed, now_ms: u64) -> Round {
+        self.rounds += 1;
+        for o in &probed.observed {
+            let r = &o.registration;
+            if !matches!(o.probe, Probe::WrongPeer { .. } | Probe::Down { .. }) {
+                self.known_ids.insert((r.ip, r.cluster_port), r.peer_id.clone());
+            }
+        }
+        let mut facts = Facts {
+            me: self.me.clone(),
+            expect: self.expect,
+            settle_ms: self.settle_ms,
+            now_ms,
+            view_since_ms: self.view_since_ms,
+            peers: probed.observed,
+            unidentified: probed.unidentified,
+        };
+        let view = facts.view();
+        if self.last_view.as_ref() != Some(&view) {
+            self.view_since_ms = now_ms;
+            self.last_view = Some(view);
+            self.backoff.reset();
+        }
+        facts.view_since_ms = self.view_since_ms;
+        let decision = decide(&facts);
+        let next = if decision.action != Action::Wait {
+            if !self.waited || self.confirming {
+                Next::Act
+            } else {
+                self.confirming = true;
+                Next::Confirm(self.clamp(Duration::from_millis(100), now_ms))
+            }
+        } else {
+            self.confirming = false;
+            self.waited = true;
+            if now_ms >= self.timeout_ms {
+                Next::GiveUp
+            } else {
+                let pause = self.backoff.step();
+                Next::Pause(self.clamp(pause, now_ms))
+            }
+        };
+        Round { facts, decision, next }
+    }
+
+    fn clamp(&self, pause: Duration, now_ms: u64) -> Duration {
+        pause.min(Duration::from_millis(self.timeout_ms.saturating_sub(now_ms)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_cap_with_jitter_and_resets() {
+        let mut b = Backoff::new(Duration::from_secs(4), fastrand::Rng::with_seed(7));
+        assert_eq!(b.cap, Duration::from_secs(2));
+        let steps: Vec<Duration> = (0..6).map(|_| b.step()).collect();
+        let ceilings = [250, 500, 1000, 2000, 2000, 2000];
+        for (s, c) in steps.iter().zip(ceilings) {
+            let c = Duration::from_millis(c);
+            assert!(*s >= c / 2 && *s <= c, "{s:?} not in [{:?}, {c:?}]", c / 2);
+        }
+        b.reset();
+        assert!(b.step() <= Duration::from_millis(250));
+        assert_eq!(
+            Backoff::new(Duration::from_secs(60), fastrand::Rng::new()).cap,
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            Backoff::new(Duration::ZERO, fastrand::Rng::new()).cap,
+            Duration::from_millis(250)
+        );
+    }
+}
