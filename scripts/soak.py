@@ -357,7 +357,7 @@ class Soak:
         rec["duration"] = round(time.time() - t_launch, 2)
         bad = rec.get("split_brain") or rec.get("lone_founding") or error
         if bad or (a.keep_stuck and not rec.get("agreed")):
-            dest = os.path.join(a.failures, str(p["seed"]) + ("-" + p["consensus"]))
+            dest = os.path.join(a.failures if bad else a.stuck, "%d-%s" % (p["seed"], p["consensus"]))
             shutil.rmtree(dest, ignore_errors=True)
             shutil.copytree(ldir, dest, ignore=shutil.ignore_patterns("*.lock"))
             with open(os.path.join(dest, "launch.json"), "w") as f:
@@ -706,7 +706,8 @@ def main():
     ap.add_argument("--workdir", help="where launches run (default a temp folder)")
     ap.add_argument("--failures", default="/tmp/soak/failures", help="logs of failed launches go here")
     ap.add_argument("--keep", action="store_true", help="keep every launch's folder")
-    ap.add_argument("--keep-stuck", action="store_true", help="also save launches that did not agree")
+    ap.add_argument("--keep-stuck", action="store_true", help="also save launches that did not agree (to --stuck)")
+    ap.add_argument("--stuck", default="/tmp/soak/stuck", help="where --keep-stuck saves them")
     ap.add_argument("--net", type=int, default=None, help="second octet of the 127.X.0.0/16 block to use")
     ap.add_argument("--peer-timeout", type=int, default=90, help="BOOTSTRAP_TIMEOUT seconds (default 90)")
     ap.add_argument("--poll", type=float, default=0.5, help="seconds between state polls")
