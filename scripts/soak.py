@@ -317,7 +317,8 @@ class Soak:
         ips = self.ips_for(n, len(p["stale"]))
         peers = [Peer("peer%02d" % i, ips[i], os.path.join(ldir, "peer%02d" % i)) for i in range(n)]
         rec = {"seed": p["seed"], "consensus": p["consensus"], "n": n, "expect": p["expect"],
-               "settle": p["settle"], "skew_max": p["skew_max"], "service_id_given": p["service_id_given"],
+               "settle": p["settle"], "skew_max": p["skew_max"], "offsets": p["offsets"],
+               "service_id_given": p["service_id_given"],
                "faults": p["faults"], "delay_ceiling": p["delay_ceiling"], "kill": p["kill"],
                "stale": [{k: s[k] for k in ("age", "wrong_ip", "init_peerset")} for s in p["stale"]],
                "net": ips[0].rsplit(".", 1)[0] + ".0/24", "error": None}
@@ -356,7 +357,8 @@ class Soak:
         rec["error"] = error
         rec["duration"] = round(time.time() - t_launch, 2)
         bad = rec.get("split_brain") or rec.get("lone_founding") or error
-        if bad or (a.keep_stuck and not rec.get("agreed")):
+        odd_exit = any(c != -9 or (p["kill"] or {}).get("peer") != nm for nm, c in rec["exits"].items())
+        if bad or (a.keep_stuck and (not rec.get("agreed") or odd_exit)):
             dest = os.path.join(a.failures if bad else a.stuck, "%d-%s" % (p["seed"], p["consensus"]))
             shutil.rmtree(dest, ignore_errors=True)
             shutil.copytree(ldir, dest, ignore=shutil.ignore_patterns("*.lock"))
@@ -706,7 +708,8 @@ def main():
     ap.add_argument("--workdir", help="where launches run (default a temp folder)")
     ap.add_argument("--failures", default="/tmp/soak/failures", help="logs of failed launches go here")
     ap.add_argument("--keep", action="store_true", help="keep every launch's folder")
-    ap.add_argument("--keep-stuck", action="store_true", help="also save launches that did not agree (to --stuck)")
+    ap.add_argument("--keep-stuck", action="store_true",
+                    help="also save launches that did not agree or where a peer exited (to --stuck)")
     ap.add_argument("--stuck", default="/tmp/soak/stuck", help="where --keep-stuck saves them")
     ap.add_argument("--net", type=int, default=None, help="second octet of the 127.X.0.0/16 block to use")
     ap.add_argument("--peer-timeout", type=int, default=90, help="BOOTSTRAP_TIMEOUT seconds (default 90)")
