@@ -27,8 +27,12 @@ impl PeerId {
         if text.len() > 128 {
             return Err(bad("it is longer than 128 characters"));
         }
-        let bytes = bs58::decode(text).into_vec().map_err(|_| bad("it is not base58btc"))?;
-        match bytes.as_slice() {
+        // A peer ID's multihash is at most 2 + 42 bytes: decode on the stack.
+        let mut buf = [0u8; 96];
+        let n = bs58::decode(text)
+            .onto(&mut buf[..])
+            .map_err(|_| bad("it is not base58btc"))?;
+        match &buf[..n] {
             // identity multihash: code 0x00, varint length (< 128 here), digest
             [0x00, len, rest @ ..] if usize::from(*len) == rest.len() && !rest.is_empty() && rest.len() <= 42 => {}
             // sha2-256 multihash: code 0x12, length 32
