@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs the test bed if needed, then runs every test.
-#   scripts/test.sh            all tests (unit, property, end to end, the double's self-test)
+#   scripts/test.sh            all tests (unit, property, simulation, end to end, the
+#                              double's self-test, the short soak, the spin model check)
 #   scripts/test.sh -- NAME    cargo test filter
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,3 +11,4 @@ echo "== ipfs-cluster-service test double: self-test"
 echo "== cargo test"
 cargo test --locked "${@:2}"
 echo "== soak (short)"; .venv/bin/python scripts/soak.py --short
+echo "== model check (spin)"; model/check.sh
