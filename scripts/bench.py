@@ -1060,22 +1060,42 @@ def soak_agreement(b, n, consensus, launches):
         out = []
         for seed in seeds:
             js = os.path.join(b.work, f"soak-{consensus}-{n}-{seed}.jsonl")
+            stuck = os.path.join(b.work, "soak-stuck")
             cmd = [sys.executable, path, "--peers", str(n), "--no-faults", "--skew-max", "0", "--settle", "1",
                    "--seed", str(seed), "--consensus", consensus, "--json", js, "--bin", b.bin, "--poll", "0.1",
-                   "--failures", os.path.join(b.work, "soak-failures")]
+                   "--keep-stuck", "--stuck", stuck, "--failures", os.path.join(b.work, "soak-failures")]
             shown = {path: "scripts/soak.py", b.bin: os.path.relpath(b.bin_src, ROOT), js: "OUT.jsonl",
-                     cmd[-1]: "DIR"}
+                     cmd[-1]: "DIR", stuck: "DIR2"}
             b.agree_cmds.append(" ".join(shown.get(x, x) for x in cmd[1:]))
             print(f"agreement: {n} peers, {consensus}, soak.py --seed {seed}", flush=True)
+            load = open("/proc/loadavg").read().split()[0]
             subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
             rec = [json.loads(l) for l in open(js) if l.strip()][-1]
+            # Launches that did not agree are kept: what did their sidecars warn about?
+            warnings = {}
+            for d, _, files in os.walk(stuck):
+                if "stderr" in files and os.path.basename(d).startswith("peer"):
+                    for raw in open(os.path.join(d, "stderr"), "rb"):
+                        if raw.startswith(b"{") and (b'"level":"WARN"' in raw or b'"level":"ERROR"' in raw):
+                            try:
+                                line = json.loads(raw)
+                            except ValueError:
+                                continue
+                            w = (line.get("message", "") + (": " + line["error"] if line.get("error") else ""))[:200]
+                            warnings.setdefault(w, set()).add(d)
+            shutil.rmtree(stuck, ignore_errors=True)
+            why = {}
+            for v in (rec.get("not_agreed") or {}).values():
+                why[v[:60]] = why.get(v[:60], 0) + 1
             actions = {}
             for d in (rec.get("decisions") or {}).values():
                 actions[d["action"]] = actions.get(d["action"], 0) + 1
             x = {"agree_s": rec.get("t_agree"), "spawn_s": None, "actions": actions,
                  "clusters": len(rec.get("clusters") or {}), "conflicts": rec.get("conflicts", 0),
                  "expect": rec.get("expect"), "seed": seed, "split_brain": rec.get("split_brain"),
-                 "lone_founding": rec.get("lone_founding"), "calls": (rec.get("aws") or {}).get("per_peer")}
+                 "lone_founding": rec.get("lone_founding"), "calls": (rec.get("aws") or {}).get("per_peer"),
+                 "load": load, "not_agreed": why,
+                 "warnings": sorted(((len(v), k) for k, v in warnings.items()), reverse=True)[:4]}
             print(f"  {x}", flush=True)
             out.append(x)
         return out
@@ -1281,12 +1301,12 @@ def report(b, res, m0, m1, size, file_out, cmd, commit):
               f"{'≤ %d ms' % budget if budget else '—'} | {s['median']:.1f} ms (p90 {s['p90']:.1f}) | {v} |")
     jr = [r for sz in sizes for v in res["join"][sz].values() for r in v["direct"] + v["proxied"]]
     calls = sorted({sum(calls_of(r).values()) for sz in sizes for v in res["join"][sz].values() for r in v["proxied"]})
-    cmax = max(calls)
-    a(f"| AWS calls per joining peer (with --cloudmap-service-id) | ≤ {BUDGETS['calls_join']} | "
-      f"{'/'.join(map(str, calls))} | {verdict(cmax, BUDGETS['calls_join'], 'calls', '{:.0f}')} |")
-    nosid = [v["no_service_id"] for sz in sizes for v in res["join"][sz].values()]
-    a(f"| AWS calls per joining peer, without --cloudmap-service-id | — | "
-      f"{'/'.join(map(str, sorted({sum(calls_of(r).values()) for r in nosid})))} | (no budget) |")
+    if calls:
+        a(f"| AWS calls per joining peer (with --cloudmap-service-id) | ≤ {BUDGETS['calls_join']} | "
+          f"{'/'.join(map(str, calls))} | {verdict(max(calls), BUDGETS['calls_join'], 'calls', '{:.0f}')} |")
+        nosid = [v["no_service_id"] for sz in sizes for v in res["join"][sz].values()]
+        a(f"| AWS calls per joining peer, without --cloudmap-service-id | — | "
+          f"{'/'.join(map(str, sorted({sum(calls_of(r).values()) for r in nosid})))} | (no budget) |")
     if res.get("found"):
         fc = sorted({sum(calls_of(r).values()) for r in res["found"]["1s"]})
         a(f"| AWS calls per founding peer (--expect 1, --settle 1s) | — | {'/'.join(map(str, fc))} | (no budget) |")
@@ -1401,15 +1421,25 @@ def report(b, res, m0, m1, size, file_out, cmd, commit):
         a(f"N sidecars (the binary under test) started at once on loopback against moto, `--expect N`, "
           f"`--settle 1s`, each execing the ipfs-cluster-service test double (Python) after its `init`. "
           f"{res['agree_how']}\n")
-        a("| N | consensus | launch | agreed after s | decisions | clusters | crdt conflicts | AWS calls per peer (max) |")
-        a("| ---: | --- | ---: | ---: | --- | ---: | ---: | ---: |")
+        a("| N | consensus | launch | load before | agreed after s | decisions | clusters | crdt conflicts | "
+          "AWS calls per peer (max) |")
+        a("| ---: | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |")
+        notes = []
         for g in res["agree"]:
             for i, x in enumerate(g["launches"]):
                 calls = x.get("calls") or {}
+                if x["agree_s"] is None:
+                    notes.append(f"- N={g['n']} {g['consensus']} launch {i + 1}: not agreed by soak.py's deadline; "
+                                 + "; ".join(f"{v} peer(s) '{k}'" for k, v in (x.get("not_agreed") or {}).items())
+                                 + "".join(f"; {c} peer(s) logged `{w}`" for c, w in x.get("warnings") or []))
                 a(f"| {g['n']} | {g['consensus']} | {i + 1}{' (seed %s)' % x['seed'] if x.get('seed') else ''} | "
+                  f"{x.get('load', '—')} | "
                   f"{'%.2f' % x['agree_s'] if x['agree_s'] is not None else 'not agreed'} | "
                   f"{', '.join('%s %d' % (k, v) for k, v in sorted(x['actions'].items(), key=str))} | "
                   f"{x['clusters']} | {x['conflicts']} | {max(calls.values()) if calls else '—'} |")
+        if notes:
+            a("")
+            a("\n".join(notes))
         a("")
     return "\n".join(L) + "\n"
 
