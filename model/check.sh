@@ -15,11 +15,12 @@ status=0
 # name | expected (holds|fails) | search (exhaustive|bitstate) | -D defines
 configs=(
   "crdt N=3 E=2 D=1 SETTLE=2, 1 crash|holds|exhaustive|-DRAFT=0"
-  "raft N=3 E=2 D=1 SETTLE=2, 1 crash|holds|exhaustive|-DRAFT=1"
+  "raft N=3 E=2 D=1 SETTLE=2, no crash|holds|exhaustive|-DRAFT=1 -DCRASHES=0"
   "raft without the agreement rule|fails|exhaustive|-DRAFT=1 -DNO_AGREEMENT=1"
 )
 if [[ "${1:-}" == "--long" ]]; then
   configs+=(
+    "raft N=3 E=2 D=1 SETTLE=2, 1 crash|holds|exhaustive|-DRAFT=1"
     "crdt N=3 ranks unrelated to registration order (clock skew)|holds|exhaustive|-DRAFT=0 -DSKEW=1"
     "raft N=3 ranks unrelated to registration order (clock skew)|holds|exhaustive|-DRAFT=1 -DSKEW=1"
     "raft without the confirming round|measured|exhaustive|-DRAFT=1 -DNO_CONFIRM=1"

@@ -33,7 +33,10 @@
  *
  * Properties, asserted at every founding:
  *   crdt: no other founder is alive (never two foundings at once);
- *   raft: every founder alive founded with the same init_peerset.
+ *   raft: every two founders alive founded with init_peersets whose
+ *   majorities always meet (so two leaders can never be elected by
+ *   disjoint quorums). Equal sets meet; so does a late member's
+ *   continuation from the API's configuration (the set plus joiners).
  * A founder that crashed before anyone joined it leaves no cluster behind,
  * so founding again after it is the intended recovery, not a split.
  */
@@ -127,6 +130,21 @@ inline first_e(mask, out) {
     od
 }
 
+/* n = the number of peers in mask. */
+inline popcount(mask, n) {
+    n = 0;
+    k = 0;
+    do
+    :: k < N ->
+        if
+        :: HAS(mask, k) -> n++
+        :: else -> skip
+        fi;
+        k++
+    :: else -> break
+    od
+}
+
 /* first = the earliest ranked peer of mask, 255 when empty. */
 inline first_of(mask, first) {
     best = 255;
@@ -144,9 +162,10 @@ inline first_of(mask, first) {
 }
 
 proctype Peer(byte i) {
-    byte seen, view, lastview, set, key, members, founding, waiting, target;
+    byte seen, view, lastview, lastseen, set, key, members, founding, waiting, target;
     byte k, cnt, best, bk, j, act;
-    byte lph[N], lprop[N], lev[N], lcp[N];
+    byte lph[N], lprop[N], lev[N], lcp[N], lpub[N];
+    byte na, nb, nab, ma, mb, need;
     bool waited, confirming, ok;
 
     /* contact point up, then RegisterInstance */
@@ -186,7 +205,13 @@ end_peer:
             do
             :: k < N ->
                 if
-                :: k != i && vis[i * N + k] -> seen = seen | BIT(k)
+                :: k != i && vis[i * N + k] ->
+                    seen = seen | BIT(k);
+                    /* a founder's published init_peerset may not be listed yet */
+                    if
+                    :: RAFT && founded[k] -> lpub[k] = fset[k]
+                    :: true -> lpub[k] = 0
+                    fi
                 :: else -> skip
                 fi;
                 k++
@@ -203,10 +228,16 @@ end_peer:
                 atomic {
                     lph[j] = phase[j];
                     lprop[j] = prop[j];
-                    lcp[j] = cm[cl[j]];
+                    /* evidence: the announced set, else the published one,
+                       else the API's cluster_peers (the configuration) */
                     if
-                    :: phase[j] == FOUNDING || (phase[j] == RUNNING && founded[j]) -> lev[j] = fset[j]
-                    :: else -> lev[j] = cm[cl[j]]
+                    :: phase[j] == RUNNING -> lcp[j] = cm[cl[j]]
+                    :: else -> lcp[j] = 0
+                    fi;
+                    if
+                    :: phase[j] == FOUNDING -> lev[j] = fset[j]
+                    :: phase[j] != FOUNDING && lpub[j] != 0 -> lev[j] = lpub[j]
+                    :: else -> lev[j] = lcp[j]
                     fi
                 }
             :: else -> skip
@@ -233,7 +264,7 @@ end_peer:
             od;
             view = members | founding | waiting | BIT(i);
             if
-            :: view != lastview -> lastview = view; stable[i] = 0
+            :: view != lastview || seen != lastseen -> lastview = view; lastseen = seen; stable[i] = 0
             :: else -> skip
             fi;
             first_e(view, set);
@@ -247,24 +278,23 @@ end_peer:
                     /* the set as announced or published, in the code's order:
                        members first, then founding peers */
                     key = 0;
+                    waiting = 0;  /* reused: members whose registration publishes a set */
                     j = 0;
                     do
                     :: j < N ->
                         if
-                        :: key == 0 && HAS(members, j) && founded[j] -> key = lev[j]
+                        :: HAS(members, j) && lpub[j] != 0 -> waiting = waiting | BIT(j)
                         :: else -> skip
                         fi;
                         j++
                     :: else -> break
                     od;
                     if
-                    :: key == 0 && founding != 0 -> first_of(founding, target); key = lev[target]
-                    :: else -> skip
+                    :: waiting != 0 -> first_of(waiting, target); key = lpub[target]
+                    :: waiting == 0 && founding != 0 -> first_of(founding, target); key = lev[target]
+                    :: waiting == 0 && founding == 0 -> first_of(members, target); key = lev[target]
                     fi;
-                    if
-                    :: key == 0 && members != 0 -> first_of(members, target); key = lev[target]
-                    :: else -> skip
-                    fi;
+                    waiting = 0;
                     ok = HAS(key, i);
                     j = 0;
                     do
@@ -326,7 +356,7 @@ end_peer:
             /* forget the snapshot: it is not state */
             j = 0;
             do
-            :: j < N -> lph[j] = 0; lprop[j] = 0; lev[j] = 0; lcp[j] = 0; j++
+            :: j < N -> lph[j] = 0; lprop[j] = 0; lev[j] = 0; lcp[j] = 0; lpub[j] = 0; j++
             :: else -> break
             od;
             seen = 0; members = 0; founding = 0; waiting = 0
@@ -352,7 +382,26 @@ end_peer:
                 j = 0;
                 do
                 :: j < N ->
-                    assert(j == i || !founded[j] || phase[j] == DOWN || fset[j] == key);
+                    if
+                    :: j != i && founded[j] && phase[j] != DOWN ->
+                        /* a split needs two majorities that do not meet */
+                        popcount(fset[j], na);
+                        popcount(key, nb);
+                        popcount(fset[j] & key, nab);
+                        ma = na / 2 + 1;
+                        mb = nb / 2 + 1;
+                        need = 0;
+                        if
+                        :: ma > na - nab -> need = need + ma - (na - nab)
+                        :: else -> skip
+                        fi;
+                        if
+                        :: mb > nb - nab -> need = need + mb - (nb - nab)
+                        :: else -> skip
+                        fi;
+                        assert(need > nab)
+                    :: else -> skip
+                    fi;
                     j++
                 :: else -> break
                 od;

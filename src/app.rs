@@ -44,6 +44,7 @@ pub async fn run(cfg: Config) -> Result<i32, Error> {
     let sdk = match needs_aws {
         true => Some(
             aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .http_client(crate::aws_http::client())
                 .timeout_config(
                     aws_config::timeout::TimeoutConfig::builder()
                         .operation_attempt_timeout(Duration::from_secs(3))

@@ -317,6 +317,18 @@ impl Facts {
     }
 
     /// The first `--expect` peers of the view, once there are that many.
+    /// What must stay unchanged for --settle: the live view, and every
+    /// registration listed, dead ones included. A registration that shows up
+    /// late (eventual consistency), even of a peer already gone, restarts the
+    /// wait: between its listing and its probe a founder may have come and
+    /// gone, and the members it agreed with may have moved on.
+    pub fn settle_key(&self) -> (Vec<PeerId>, Vec<PeerId>) {
+        let mut listed: Vec<PeerId> = self.peers.iter().map(|o| o.registration.peer_id.clone()).collect();
+        listed.sort();
+        listed.dedup();
+        (self.view(), listed)
+    }
+
     pub fn founding_set(&self) -> Option<Vec<PeerId>> {
         let view = self.view();
         (self.expect > 0 && view.len() >= self.expect).then(|| view[..self.expect].to_vec())

@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod apply;
+pub mod aws_http;
 pub mod cli;
 pub mod config;
 pub mod contact;

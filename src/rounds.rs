@@ -87,7 +87,7 @@ pub struct Rounds {
     settle_ms: u64,
     timeout_ms: u64,
     backoff: Backoff,
-    last_view: Option<Vec<PeerId>>,
+    last_view: Option<(Vec<PeerId>, Vec<PeerId>)>,
     view_since_ms: u64,
     waited: bool,
     confirming: bool,
@@ -168,7 +168,7 @@ impl Rounds {
             peers: probed.observed,
             unidentified: probed.unidentified,
         };
-        let view = facts.view();
+        let view = facts.settle_key();
         if self.last_view.as_ref() != Some(&view) {
             self.view_since_ms = now_ms;
             self.last_view = Some(view);

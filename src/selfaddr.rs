@@ -172,7 +172,11 @@ pub async fn resolve(
 /// This instance's ID and address from IMDSv2 (aws-config's client, which
 /// honours AWS_EC2_METADATA_SERVICE_ENDPOINT).
 async fn instance_from_imds(kind: Ec2Address) -> Result<(String, IpAddr), Error> {
-    let client = aws_config::imds::Client::builder().build();
+    let client = aws_config::imds::Client::builder()
+        .configure(
+            &aws_config::provider_config::ProviderConfig::without_region().with_http_client(crate::aws_http::client()),
+        )
+        .build();
     let path = match kind {
         Ec2Address::Private => "/latest/meta-data/local-ipv4",
         Ec2Address::Public => "/latest/meta-data/public-ipv4",

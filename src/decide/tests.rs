@@ -623,7 +623,7 @@ fn simulate(
         .collect();
     let mut out: Vec<Option<Action>> = vec![None; n];
     let mut view_since = vec![0u64; n];
-    let mut last_view: Vec<Vec<PeerId>> = vec![vec![]; n];
+    let mut last_view: Vec<(Vec<PeerId>, Vec<PeerId>)> = vec![(vec![], vec![]); n];
     let settle = 300;
     let mut rounds = 0;
     for now in (0..20_000u64).step_by(50) {
@@ -674,7 +674,7 @@ fn simulate(
                 peers,
                 unidentified: vec![],
             };
-            let view = f.view();
+            let view = f.settle_key();
             if view != last_view[me] {
                 view_since[me] = now;
                 last_view[me] = view;

@@ -45,6 +45,7 @@ impl Moto {
     pub async fn client(&self) -> sd::Client {
         let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new("us-east-1"))
+            .http_client(ipfs_cluster_bootstrap::aws_http::client())
             .credentials_provider(sd::config::Credentials::new("testing", "testing", None, None, "static"))
             .endpoint_url(self.endpoint())
             .load()
@@ -114,6 +115,7 @@ impl Moto {
     async fn sdk(&self) -> aws_config::SdkConfig {
         aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new("us-east-1"))
+            .http_client(ipfs_cluster_bootstrap::aws_http::client())
             .credentials_provider(sd::config::Credentials::new("testing", "testing", None, None, "static"))
             .endpoint_url(self.endpoint())
             .load()
