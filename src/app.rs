@@ -639,22 +639,40 @@ async fn bootstrap<R: Registry>(
             info!(peers = set.len(), "service.json consensus.raft.init_peerset written");
         }
         // Publish the founding set, so that a member starting late keeps to it.
-        me.init_peerset = Some(set.clone());
-        match retry(
-            "publishing the founding set",
-            deadline.max(Instant::now() + Duration::from_secs(10)),
-            &mut stop,
-            || registry.register(&me),
-        )
-        .await
-        {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                warn!(error = %e, "could not publish the founding set; a late member will join instead of founding")
-            }
-            Err(sig) => {
-                deregister(registry, &me).await;
-                return Err(interrupted(sig));
+        // Cloud Map holds at most 1024 characters per attribute (about 19
+        // peer IDs); a larger set is not published, and late members go by
+        // the announcement and the live peers' configuration instead.
+        let encoded = set
+            .iter()
+            .map(|p| p.as_str().len() + 1)
+            .sum::<usize>()
+            .saturating_sub(1);
+        if encoded > crate::discovery::attributes::MAX_VALUE {
+            warn!(
+                peers = set.len(),
+                characters = encoded,
+                "the founding set does not fit one registry attribute (1024 characters): not published"
+            );
+        } else {
+            let mut published = me.clone();
+            published.init_peerset = Some(set.clone());
+            // Bounded on its own: the founding decision stands whatever the registry does.
+            match retry(
+                "publishing the founding set",
+                Instant::now() + Duration::from_secs(10),
+                &mut stop,
+                || registry.register(&published),
+            )
+            .await
+            {
+                Ok(Ok(())) => me = published,
+                Ok(Err(e)) => {
+                    warn!(error = %e, "could not publish the founding set; a late member will go by the announcement and the live peers' configuration")
+                }
+                Err(sig) => {
+                    deregister(registry, &me).await;
+                    return Err(interrupted(sig));
+                }
             }
         }
         // Keep announcing for one poll interval of the others, so that every
