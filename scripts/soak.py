@@ -395,16 +395,26 @@ class Soak:
         live = [pr for pr in peers if pr.alive()]
         futs = {pr.name: self.pool.submit(get_json, "http://%s:%d/_double/state" % (pr.ip, API_PORT))
                 for pr in live}
+        now = {}
         for pr in live:
             s = futs[pr.name].result()
             if s is not None:
                 pr.state = s
                 pr.pid_id = s.get("id")
+                if s.get("cluster_id"):
+                    now.setdefault(s["cluster_id"], []).append(pr.name)
+        # Clusters seen at one poll: a split whose minority later exits (a raft
+        # set that never elects a leader exits 0) still counts.
+        for cid, names in now.items():
+            self.seen.setdefault(cid, set()).update(names)
+        if len(now) > 1 and self.simultaneous is None:
+            self.simultaneous = {"t": round(time.time() - self.t0, 2), "clusters": now}
         return live
 
     def drive(self, p, peers, ports, service_id, rec):
         a = self.a
-        t0 = time.time()
+        t0 = self.t0 = time.time()
+        self.seen, self.simultaneous = {}, None
         order = sorted(range(len(peers)), key=lambda i: (p["offsets"][i], i))
         kill, victim, kill_at = p["kill"], None, None
         if kill and kill["mode"] == "early":
@@ -502,7 +512,9 @@ class Soak:
         rec["live"] = len(live)
         rec["clusters"] = {cid: len(m) for cid, m in clusters.items()}
         rec["cluster_members"] = clusters
-        rec["split_brain"] = len(clusters) > 1
+        rec["clusters_seen"] = {cid: sorted(m) for cid, m in self.seen.items()}
+        rec["split_seen"] = self.simultaneous  # first poll that saw two clusters at once
+        rec["split_brain"] = len(clusters) > 1 or self.simultaneous is not None
         decisions = {}
         for pr in peers:
             d = pr.decision
