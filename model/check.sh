@@ -16,7 +16,7 @@ status=0
 configs=(
   "crdt N=3 E=2 D=1 SETTLE=2, 1 crash|holds|exhaustive|-DRAFT=0"
   "raft N=3 E=2 D=1 SETTLE=2, no crash|holds|exhaustive|-DRAFT=1 -DCRASHES=0"
-  "raft without the agreement rule|fails|exhaustive|-DRAFT=1 -DNO_AGREEMENT=1"
+  "crdt, delays beyond --settle and no agreement rule (must fail)|fails|exhaustive|-DRAFT=0 -DD=3 -DNO_AGREEMENT=1"
 )
 if [[ "${1:-}" == "--long" ]]; then
   configs+=(
@@ -24,6 +24,8 @@ if [[ "${1:-}" == "--long" ]]; then
     "crdt N=3 ranks unrelated to registration order (clock skew)|holds|exhaustive|-DRAFT=0 -DSKEW=1"
     "raft N=3 ranks unrelated to registration order (clock skew)|holds|exhaustive|-DRAFT=1 -DSKEW=1"
     "raft without the confirming round|measured|exhaustive|-DRAFT=1 -DNO_CONFIRM=1"
+    "raft without the agreement rule|measured|exhaustive|-DRAFT=1 -DNO_AGREEMENT=1"
+    "crdt, delays beyond --settle (D=3), rules intact|measured|exhaustive|-DRAFT=0 -DD=3"
     "crdt N=4 E=2 D=1 SETTLE=2, 1 crash|holds|bitstate|-DN=4 -DRAFT=0"
     "raft N=4 E=2 D=1 SETTLE=2, 1 crash|holds|bitstate|-DN=4 -DRAFT=1"
     "crdt N=4 E=2 delays beyond --settle (D=3), clock skew|measured|bitstate|-DN=4 -DD=3 -DSKEW=1 -DCRASHES=0"
