@@ -1481,7 +1481,7 @@ def main():
     args = ap.parse_args()
     if not os.path.exists(args.bin):
         sys.exit(f"no binary at {args.bin}: build it with cargo build --release")
-    cmd = "python scripts/bench.py " + " ".join(sys.argv[1:])
+    cmd = " ".join([".venv/bin/python scripts/bench.py"] + sys.argv[1:])
     m0 = machine()
     print(f"load average at start: {' '.join(m0['load'])}", flush=True)
     b = Bench(args)
