@@ -1329,7 +1329,7 @@ def report(b, res, m0, m1, size, file_out, cmd, commit):
         ok = sum(1 for x in g["launches"] if x["agree_s"] is not None and x["clusters"] == 1)
         a(f"| {g['n']} peers started together agree on one cluster ({g['consensus']}, --settle 1s) | — | "
           f"{'median %.1f s (%s)' % (statistics.median(t), ', '.join('%.1f' % x for x in t)) if t else 'never'}; "
-          f"{ok}/{len(g['launches'])} launches one cluster | (no budget) |")
+          f"{ok}/{len(g['launches'])} launches agreed in time | (no budget) |")
     a("")
     a(f"`file`: {file_out}; sha256 `{b.bin_sha256[:16]}…`, built "
       f"{datetime.datetime.fromtimestamp(b.bin_mtime, datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n")
