@@ -125,12 +125,13 @@ def pct(values, q):
 def gen_params(seed, consensus, a):
     """Everything random about one launch, from its seed and the flags."""
     r = random.Random(seed)
-    n = a.peers or r.randint(a.min_peers, a.max_peers)
+    prone = a.split_prone  # conditions under which a split can happen at all
+    n = a.peers or r.randint(max(4, a.min_peers) if prone else a.min_peers, a.max_peers)
     settle = a.settle if a.settle is not None else r.choice(a.settle_choices)
     delay_ceiling = a.delay_max if a.delay_max is not None else round(settle * 0.9, 3)
     faulty = not a.no_faults
     p = {"seed": seed, "consensus": consensus, "n": n, "settle": settle}
-    p["skew_max"] = 0.0 if r.random() < 0.15 else round(r.uniform(0, a.skew_max), 3)
+    p["skew_max"] = 0.0 if r.random() < 0.15 else round(r.uniform(0, min(a.skew_max, 1.0) if prone else a.skew_max), 3)
     offs = [0.0] + [round(r.uniform(0, p["skew_max"]), 3) for _ in range(n - 1)]
     r.shuffle(offs)
     p["offsets"] = offs
@@ -143,6 +144,8 @@ def gen_params(seed, consensus, a):
     p["kill"] = kill
     top = n - 1 if kill else n
     p["expect"] = top if r.random() < 0.5 else r.randint(2, top)
+    if prone:  # two disjoint founding sets fit
+        p["expect"] = r.randint(2, max(2, top // 2))
     p["service_id_given"] = r.random() < 0.5
     # Stale registrations of dead peers: older than everyone (so first in the
     # founding order), at addresses where nothing listens, or (wrong_ip) at a
@@ -158,7 +161,8 @@ def gen_params(seed, consensus, a):
     if faulty and r.random() < 0.2:
         vis_hi = delay_ceiling  # some launches at the ceiling itself
     vis_lo = round(r.uniform(0, vis_hi), 3) if r.random() < 0.5 else 0.0
-    f = {"visibility": [vis_lo, vis_hi], "visibility_scope": r.choice(["instance", "reader"]),
+    f = {"visibility": [vis_lo, vis_hi],
+         "visibility_scope": "reader" if prone else r.choice(["instance", "reader"]),
          "seed": r.randrange(1 << 30)}
     if faulty:
         mild = a.mild
@@ -649,13 +653,15 @@ def summarize(records, cmdline, binary, run_seed):
             sum(len(r.get("stale", [])) for r in rs), fsum("throttle"), fsum("5xx"), fsum("drop"), fsum("latency"),
             fsum("down"), sum(1 for r in rs if r["faults"].get("visibility_scope") == "reader")))
     lines += ["", "By the largest visibility delay drawn in the launch, relative to --settle:", "",
-              "| delay / settle | launches | agreed | split brains | lone foundings |", "| --- | ---: | ---: | ---: | ---: |"]
+              "| delay / settle | launches | of which expect ≤ N/2 (a split is possible) | agreed | split brains "
+              "| lone foundings |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
     buckets = [(0, 0.5), (0.5, 0.9), (0.9, 1.0), (1.0, 1.5), (1.5, 2.0), (2.0, 3.0), (3.0, 1e9)]
     for lo, hi in buckets:
         rs = [r for r in records if lo <= (r.get("visibility_max_drawn") or 0) / r["settle"] < hi]
         if rs:
-            lines.append("| %s–%s | %d | %d | %d | %d |" % (
-                lo, "∞" if hi > 1e8 else hi, len(rs), sum(1 for r in rs if r.get("agreed")),
+            lines.append("| %s–%s | %d | %d | %d | %d | %d |" % (
+                lo, "∞" if hi > 1e8 else hi, len(rs), sum(1 for r in rs if 2 * r["expect"] <= r["n"]),
+                sum(1 for r in rs if r.get("agreed")),
                 sum(1 for r in rs if r.get("split_brain")), sum(1 for r in rs if r.get("lone_founding"))))
     nn = [r for r in records if not r.get("agreed")]
     if nn:
@@ -709,6 +715,9 @@ def main():
                     help="visibility delay ceiling in seconds (default 0.9 x settle)")
     ap.add_argument("--skew-max", type=float, default=5.0, help="start skew ceiling in seconds (default 5)")
     ap.add_argument("--kill-prob", type=float, default=0.3, help="chance of a founder kill per launch")
+    ap.add_argument("--split-prone", action="store_true",
+                    help="for measuring the delay bound: N >= 4, expect <= N/2 (two disjoint founding sets fit), "
+                         "skew <= 1 s, every peer draws its own visibility delays")
     ap.add_argument("--seed", type=int, default=None, help="replay one launch: its seed (with the same flags)")
     ap.add_argument("--run-seed", type=int, default=None, help="seed of the launch seeds (default random)")
     ap.add_argument("--deadline", type=float, default=None, help="seconds after the last start (default 45; short 30)")
