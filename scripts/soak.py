@@ -550,6 +550,15 @@ class Soak:
                      and decisions[pr.name]["init_peerset"]}
         if len(live_sets) > 1:
             lone.append("live raft founders used %d different founding sets" % len(live_sets))
+        # A founder that was alone in its cluster while another cluster ran,
+        # and exited later (a raft set of two whose other member joined elsewhere).
+        killed = {pr.name for pr in peers if pr.killed}
+        if self.simultaneous:
+            for cid, names in self.simultaneous["clusters"].items():
+                if len(names) == 1 and names[0] not in killed and (decisions.get(names[0]) or {}).get("action") == "found" \
+                        and not any(names[0] in l for l in lone):
+                    lone.append("%s founded %s, alone in it while %d other cluster(s) ran (seen at %.1f s)"
+                                % (names[0], cid, len(self.simultaneous["clusters"]) - 1, self.simultaneous["t"]))
         rec["lone_founding"] = bool(lone)
         rec["lone_details"] = lone
         rec["conflicts"] = sum(len(pr.state.get("conflicts") or []) for pr in doubles)
@@ -655,7 +664,8 @@ def summarize(records, cmdline, binary, run_seed):
     lines += ["", "By the largest visibility delay drawn in the launch, relative to --settle:", "",
               "| delay / settle | launches | of which expect ≤ N/2 (a split is possible) | agreed | split brains "
               "| lone foundings |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    buckets = [(0, 0.5), (0.5, 0.9), (0.9, 1.0), (1.0, 1.5), (1.5, 2.0), (2.0, 3.0), (3.0, 1e9)]
+    buckets = [(0, 0.5), (0.5, 0.9), (0.9, 1.0), (1.0, 1.5), (1.5, 2.0), (2.0, 3.0), (3.0, 4.0), (4.0, 6.0),
+               (6.0, 8.0), (8.0, 1e9)]
     for lo, hi in buckets:
         rs = [r for r in records if lo <= (r.get("visibility_max_drawn") or 0) / r["settle"] < hi]
         if rs:
