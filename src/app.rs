@@ -575,17 +575,7 @@ async fn bootstrap<R: Registry>(
                         pause
                     }
                     Next::GiveUp => {
-                        let argv = apply::daemon_argv(&cfg.daemon_bin, &decision.action, &cfg.daemon_args);
-                        log_decision(&record(
-                            registry,
-                            &me,
-                            source,
-                            rounds.rounds,
-                            started,
-                            &facts,
-                            &decision,
-                            &argv,
-                        ));
+                        log_final(cfg, registry, &me, source, rounds.rounds, started, &facts, &decision);
                         deregister(registry, &me).await;
                         return Err(Error::GaveUp {
                             waited: cfg.timeout,
@@ -611,17 +601,7 @@ async fn bootstrap<R: Registry>(
         }
     };
 
-    let argv = apply::daemon_argv(&cfg.daemon_bin, &decision.action, &cfg.daemon_args);
-    log_decision(&record(
-        registry,
-        &me,
-        source,
-        rounds.rounds,
-        started,
-        &facts,
-        &decision,
-        &argv,
-    ));
+    let argv = log_final(cfg, registry, &me, source, rounds.rounds, started, &facts, &decision);
 
     if apply::write_atomic(&local.peerstore, apply::peerstore_text(&decision.peerstore).as_bytes())? {
         info!(path = %local.peerstore.display(), peers = decision.peerstore.len(), "peerstore written");
@@ -699,6 +679,23 @@ async fn bootstrap<R: Registry>(
     }
     info!(argv = ?argv, "exec'ing the daemon");
     Err(launch::exec(&argv))
+}
+
+/// The daemon's argv for `decision`, after logging the run's one decision record.
+#[allow(clippy::too_many_arguments)]
+fn log_final<R: Registry>(
+    cfg: &Config,
+    registry: &R,
+    me: &Registration,
+    source: &str,
+    rounds: u32,
+    started: Instant,
+    facts: &Facts,
+    decision: &Decision,
+) -> Vec<std::ffi::OsString> {
+    let argv = apply::daemon_argv(&cfg.daemon_bin, &decision.action, &cfg.daemon_args);
+    log_decision(&record(registry, me, source, rounds, started, facts, decision, &argv));
+    argv
 }
 
 #[allow(clippy::too_many_arguments)]
