@@ -895,7 +895,7 @@ fn task_definition_is_register_task_definition_input() {
             "{name}: Fargate stopTimeout"
         );
     }
-    assert_eq!(container(&td, "ipfs")["image"], "ipfs/kubo:v0.42.0");
+    assert_eq!(container(&td, "ipfs")["image"], "ipfs/kubo:v0.43.0");
     let c = container(&td, "ipfs-cluster");
     assert_eq!(
         c["dependsOn"],
@@ -1208,7 +1208,7 @@ fn compose_requires_the_secret_and_orders_startup() {
     );
     assert_eq!(services["setup"]["depends_on"]["moto"]["condition"], "service_healthy");
     for k in &kubos {
-        assert_eq!(services[k]["image"], "ipfs/kubo:v0.42.0");
+        assert_eq!(services[k]["image"], "ipfs/kubo:v0.43.0");
         assert!(
             arr(&services[k]["volumes"], "kubo volumes")
                 .iter()
