@@ -12,7 +12,7 @@ use ipfs_cluster_bootstrap::discovery::attributes;
 use ipfs_cluster_bootstrap::discovery::static_list::StaticPeer;
 use ipfs_cluster_bootstrap::peer::{PeerAddr, PeerId};
 use ipfs_cluster_bootstrap::selfaddr::TaskMetadata;
-use ipfs_cluster_bootstrap::{apply, local};
+use ipfs_cluster_bootstrap::{apply, local, raftstate};
 
 const ID: &str = "12D3KooWJrCnvRqSNKWn6C1mSp3ykaUNg3rUvVRhe3bWGhKL2Mhm";
 
@@ -84,10 +84,26 @@ pub fn local_files(data: &[u8]) {
     if let Some(identity) = identity {
         std::fs::write(d.join("identity.json"), identity).unwrap();
     }
-    let _ = local::read(&d, None);
+    let _ = local::read(&d, None, &local::Paths::default());
     assert_eq!(
         std::fs::read(d.join("service.json")).unwrap(),
         service,
+        "reading changes nothing"
+    );
+}
+
+/// A raft data folder's raft.db: an answer or an error, never a panic or a hang,
+/// and the file is only read.
+pub fn raft_db(data: &[u8]) {
+    let d = scratch();
+    std::fs::write(d.join("raft.db"), data).unwrap();
+    let answer = raftstate::has_raft_state(&d);
+    if data.is_empty() {
+        assert!(matches!(answer, Ok(false)), "an empty raft.db is no state");
+    }
+    assert_eq!(
+        std::fs::read(d.join("raft.db")).unwrap(),
+        data,
         "reading changes nothing"
     );
 }

@@ -195,11 +195,11 @@ async fn health<R: Registry>(cfg: &Config, registry: &R, prober: &Prober) -> Res
         tracing::error!(healthy = false, "unhealthy: {why}");
         Ok(1)
     };
-    let local = local::read(&cfg.config_dir, cfg.cluster_id_env.as_deref())?;
+    let (peer_id, api_listen) = local::read_identity(&cfg.config_dir, cfg.cluster_id_env.as_deref())?;
     let listen = cfg
         .api_listen_env
         .clone()
-        .or(local.api_listen.clone())
+        .or(api_listen)
         .unwrap_or_else(|| "/ip4/127.0.0.1/tcp/9094".into());
     let Some(api) = api_addr(&listen) else {
         return unhealthy(format!(
@@ -210,10 +210,9 @@ async fn health<R: Registry>(cfg: &Config, registry: &R, prober: &Prober) -> Res
         Ok(x) => x,
         Err(e) => return unhealthy(format!("the REST API at {api} does not answer /id: {e}")),
     };
-    if id != local.peer_id {
+    if id != peer_id {
         return unhealthy(format!(
-            "the REST API at {api} answers as {id}, not as this peer {}",
-            local.peer_id
+            "the REST API at {api} answers as {id}, not as this peer {peer_id}"
         ));
     }
     let found = match registry.discover().await {
@@ -355,7 +354,7 @@ fn prepare_local(cfg: &Config, read_only: bool) -> Result<LocalPeer, Error> {
             warn!("CLUSTER_SECRET is not set: init generated a random secret for this peer alone, so it cannot talk to peers initialised elsewhere");
         }
     }
-    let local = local::read(&cfg.config_dir, cfg.cluster_id_env.as_deref())?;
+    let local = local::read(&cfg.config_dir, cfg.cluster_id_env.as_deref(), &cfg.paths)?;
     if cfg.cluster_secret == SecretEnv::Unset && local.secret_empty_in_file {
         return Err(Error::Unsafe(format!(
             "{}: cluster.secret is empty and CLUSTER_SECRET is unset: ipfs-cluster would run on an unprotected network",

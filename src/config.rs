@@ -120,6 +120,9 @@ pub struct Config {
     pub api_listen_env: Option<String>,
     /// CLUSTER_RAFT_INITPEERSET is set: it would override the init_peerset we write.
     pub raft_initpeerset_env: bool,
+    /// CLUSTER_RAFT_DATAFOLDER, CLUSTER_<DATASTORE>_FOLDER, CLUSTER_PEERSTOREFILE
+    /// and the working directory: where the daemon keeps its state and peerstore.
+    pub paths: crate::local::Paths,
     /// An AWS endpoint override is configured (moto, LocalStack): strip the `data-` host prefix.
     pub custom_aws_endpoint: bool,
     pub loopback_only: bool,
@@ -355,6 +358,24 @@ impl Config {
             }
         };
 
+        // envconfig v1.4.0 Process: the key is PREFIX_FIELDNAME upper-cased
+        // (raft "cluster_raft" + DataFolder, cluster "cluster" + PeerstoreFile,
+        // each datastore "cluster_<name>" + Folder); a set-but-empty value is
+        // then dropped by the daemon's SetIfNotDefault, hence `nonempty`.
+        let paths = crate::local::Paths {
+            raft_data_folder: nonempty("CLUSTER_RAFT_DATAFOLDER"),
+            datastore_folders: ["pebble", "badger", "badger3", "leveldb"]
+                .into_iter()
+                .filter_map(|kind| {
+                    let var = format!("CLUSTER_{}_FOLDER", kind.to_uppercase());
+                    nonempty(&var).map(|folder| (kind.to_owned(), folder))
+                })
+                .collect(),
+            peerstore_file: nonempty("CLUSTER_PEERSTOREFILE"),
+            // The daemon we exec inherits it; relative raft folders are relative to it.
+            cwd: std::env::current_dir().unwrap_or_default(),
+        };
+
         let ignore_endpoints =
             env("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_some_and(|v| v.eq_ignore_ascii_case("true"));
         let custom_aws_endpoint = !ignore_endpoints
@@ -398,6 +419,7 @@ impl Config {
             api_credentials,
             api_listen_env: nonempty("CLUSTER_RESTAPI_HTTPLISTENMULTIADDRESS"),
             raft_initpeerset_env: env("CLUSTER_RAFT_INITPEERSET").is_some(),
+            paths,
             custom_aws_endpoint,
             loopback_only: cli.loopback_only,
             run_as,
@@ -558,6 +580,42 @@ mod tests {
         let creds = c.api_credentials.unwrap();
         assert_eq!(creds.user, "admin");
         assert_eq!(format!("{:?}", creds.password), "***");
+    }
+
+    /// Each variable the daemon reads to move its state or peerstore; a
+    /// set-but-empty one changes nothing (the daemon's SetIfNotDefault).
+    #[test]
+    fn path_overrides() {
+        let c = config(&BASE, &[("HOME", "/h")]).unwrap();
+        assert_eq!(c.paths.cwd, std::env::current_dir().unwrap());
+        let unset = crate::local::Paths {
+            cwd: c.paths.cwd.clone(),
+            ..Default::default()
+        };
+        assert_eq!(c.paths, unset);
+        let all = [
+            ("CLUSTER_RAFT_DATAFOLDER", "r"),
+            ("CLUSTER_PEBBLE_FOLDER", "p"),
+            ("CLUSTER_BADGER_FOLDER", "b"),
+            ("CLUSTER_BADGER3_FOLDER", "b3"),
+            ("CLUSTER_LEVELDB_FOLDER", "l"),
+            ("CLUSTER_PEERSTOREFILE", "ps"),
+        ];
+        let c = config(&BASE, &[&[("HOME", "/h")][..], &all].concat()).unwrap();
+        assert_eq!(c.paths.raft_data_folder.as_deref(), Some("r"));
+        let ds: Vec<(&str, &str)> = c
+            .paths
+            .datastore_folders
+            .iter()
+            .map(|(k, f)| (k.as_str(), f.as_str()))
+            .collect();
+        assert_eq!(
+            ds,
+            [("pebble", "p"), ("badger", "b"), ("badger3", "b3"), ("leveldb", "l")]
+        );
+        assert_eq!(c.paths.peerstore_file.as_deref(), Some("ps"));
+        let empty: Vec<(&str, &str)> = all.iter().map(|(k, _)| (*k, "")).chain([("HOME", "/h")]).collect();
+        assert_eq!(config(&BASE, &empty).unwrap().paths, unset);
     }
 
     #[test]

@@ -20,5 +20,6 @@ pub mod local;
 pub mod peer;
 pub mod privileges;
 pub mod probe;
+pub mod raftstate;
 pub mod rounds;
 pub mod selfaddr;

@@ -75,4 +75,11 @@ proptest! {
 
     #[test]
     fn service_json_edit(data in input(bytes(&[SAMPLE_SERVICE]))) { bodies::service_json_edit(&data) }
+
+    /// raft.db files made by the real daemon (tests/fixtures/raft), edited.
+    #[test]
+    fn raft_db(data in input(vec![
+        include_bytes!("fixtures/raft/failed-join/raft.db").to_vec(),
+        include_bytes!("fixtures/raft/many-logs/raft.db").to_vec(),
+    ])) { bodies::raft_db(&data) }
 }
