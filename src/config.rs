@@ -298,15 +298,7 @@ impl Config {
         if daemon_args.first().map(String::as_str) == Some("daemon") {
             daemon_args.remove(0);
         }
-        for a in &daemon_args {
-            let flag = a.split('=').next().unwrap_or(a);
-            if matches!(flag, "--bootstrap" | "-bootstrap" | "-j" | "--j") {
-                errors.push(format!(
-                    "daemon argument {flag} is refused: ipfs-cluster-bootstrap decides --bootstrap itself \
-                     (a raft peer given --bootstrap over its state wipes it)"
-                ));
-            }
-        }
+        errors.extend(crate::daemon_args::check(&daemon_args));
 
         let init_consensus = match nonempty("IPFS_CLUSTER_CONSENSUS") {
             None => Consensus::Crdt,

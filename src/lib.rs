@@ -10,6 +10,7 @@ pub mod aws_http;
 pub mod cli;
 pub mod config;
 pub mod contact;
+pub mod daemon_args;
 pub mod decide;
 pub mod discovery;
 pub mod ecs;
