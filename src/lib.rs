@@ -15,6 +15,7 @@ pub mod decide;
 pub mod discovery;
 pub mod ecs;
 pub mod exit;
+pub mod health;
 pub mod iam;
 pub mod launch;
 pub mod local;

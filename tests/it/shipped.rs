@@ -5,12 +5,15 @@
 //! Cloud Map and ECS and a fake task metadata endpoint.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::deploy::{exec_form, instruction, BIN_IN_IMAGE};
+use crate::deploy::{container, ecs_container_env, exec_form, instruction, json_file, BIN_IN_IMAGE, TASK_DEF};
+use crate::support::http::{Response, Server};
+use crate::support::moto::Moto;
 use crate::support::peer::{Peer, SECRET};
 use crate::support::{bin, double, root, testbed_ready, Net, TempDir};
 
@@ -114,4 +117,115 @@ async fn the_images_command_line_starts_the_daemon() {
         );
         assert_eq!(p.stop(), 0);
     }
+}
+
+/// The task definition's environment and health check, as ECS runs them: the
+/// peer started with the image's CMD, then the health check command, both
+/// with exactly the container's environment (secrets filled in) plus what a
+/// loopback test bed must change: the AWS endpoint and credentials, the task
+/// metadata endpoint, the Cloud Map service ID, and the addresses (every
+/// test's peers share the host).
+#[tokio::test]
+async fn the_task_definitions_health_check_passes() {
+    if !testbed_ready() {
+        return;
+    }
+    let moto = Moto::start();
+    moto.hold_ecs_tasks();
+    let td = json_file(TASK_DEF);
+    let c = container(&td, "ipfs-cluster");
+    let env = ecs_container_env(c);
+    let service_id = moto
+        .cloudmap(&env["BOOTSTRAP_CLOUDMAP_NAMESPACE"], &env["BOOTSTRAP_CLOUDMAP_SERVICE"])
+        .await;
+    let ecs = moto.ecs().await;
+    ecs.create_cluster().cluster_name("c").send().await.unwrap();
+    let def = aws_sdk_ecs::types::ContainerDefinition::builder()
+        .name("ipfs-cluster")
+        .image("i")
+        .memory(128)
+        .build();
+    ecs.register_task_definition()
+        .family("ipfs-cluster")
+        .network_mode(aws_sdk_ecs::types::NetworkMode::Bridge)
+        .container_definitions(def)
+        .send()
+        .await
+        .unwrap();
+    ecs.create_service()
+        .cluster("c")
+        .service_name("svc")
+        .task_definition("ipfs-cluster")
+        .desired_count(1)
+        .send()
+        .await
+        .unwrap();
+    let run = ecs
+        .run_task()
+        .cluster("c")
+        .task_definition("ipfs-cluster")
+        .count(1)
+        .launch_type(aws_sdk_ecs::types::LaunchType::Fargate)
+        .send()
+        .await
+        .unwrap();
+    let arn = run.tasks()[0].task_arn().unwrap().to_owned();
+
+    let tmp = TempDir::new("task-def-health");
+    let mut p = Peer::new(&tmp.0, "task", Net::new().ip());
+    let meta = task_metadata(&arn, p.ip);
+    let mut env = env;
+    let password = env["CLUSTER_RESTAPI_BASICAUTHCREDENTIALS"]
+        .split_once(':')
+        .map(|(u, p)| (u.to_owned(), p.to_owned()))
+        .unwrap();
+    for (k, v) in [
+        ("IPFS_CLUSTER_PATH", p.config().display().to_string()),
+        ("ECS_CONTAINER_METADATA_URI_V4", format!("{}/v4", meta.url())),
+        ("BOOTSTRAP_CLOUDMAP_SERVICE_ID", service_id),
+        ("AWS_ENDPOINT_URL", moto.endpoint()),
+        ("AWS_ACCESS_KEY_ID", "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ("CLUSTER_LISTENMULTIADDRESS", format!("/ip4/{}/tcp/9096", p.ip)),
+        (
+            "CLUSTER_RESTAPI_HTTPLISTENMULTIADDRESS",
+            format!("/ip4/{}/tcp/9094", p.ip),
+        ),
+        ("BOOTSTRAP_LOOPBACK_ONLY", "true".into()),
+        ("BOOTSTRAP_DAEMON_BIN", double().display().to_string()),
+        ("BOOTSTRAP_RUN_AS", "none".into()),
+    ] {
+        env.insert(k.into(), v);
+    }
+    p.spawn(command(&image_argv(&image_cmd()), &p, &env));
+    until_ready(&p, Some((&password.0, &password.1))).await;
+
+    let hc = c["healthCheck"]["command"].as_array().unwrap();
+    let hc: Vec<String> = hc.iter().skip(1).map(|a| a.as_str().unwrap().to_owned()).collect();
+    assert_eq!(hc[0], BIN_IN_IMAGE);
+    let mut argv = vec![bin().display().to_string()];
+    argv.extend(hc[1..].iter().cloned());
+    let out = command(&argv, &p, &env).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    crate::support::assert_no_secrets(&err);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{argv:?} with the task definition's environment: {err}"
+    );
+    p.stop();
+}
+
+/// ECS task metadata v4 for one task of service `svc` in cluster `c`.
+fn task_metadata(task_arn: &str, ip: IpAddr) -> Server {
+    let body = format!(
+        r#"{{"Cluster":"c","TaskARN":"{task_arn}","ServiceName":"svc","Containers":[{{"Name":"ipfs-cluster","Type":"NORMAL","Networks":[{{"NetworkMode":"awsvpc","IPv4Addresses":["{ip}"]}}]}}]}}"#
+    );
+    Server::start(move |line, _| Response {
+        status: if line.starts_with("GET /v4/task ") { 200 } else { 404 },
+        headers: vec![],
+        body: body.clone(),
+    })
 }
