@@ -292,6 +292,7 @@ fn prepare_local(cfg: &Config, read_only: bool) -> Result<LocalPeer, Error> {
         }
     }
     let local = local::read(&cfg.config_dir, cfg.cluster_id_env.as_deref())?;
+    check_identity(cfg, &local)?;
     if cfg.cluster_secret == SecretEnv::Unset && local.secret_empty_in_file {
         return Err(Error::Unsafe(format!(
             "{}: cluster.secret is empty and CLUSTER_SECRET is unset: ipfs-cluster would run on an unprotected network",
@@ -306,6 +307,50 @@ fn prepare_local(cfg: &Config, read_only: bool) -> Result<LocalPeer, Error> {
         ));
     }
     Ok(local)
+}
+
+/// The peer ID the daemon will go by (CLUSTER_ID, else identity.json's, else
+/// the legacy service.json's) against the private key it will load
+/// (CLUSTER_PRIVATEKEY, else from the same file), as config/identity.go does.
+fn check_identity(cfg: &Config, local: &LocalPeer) -> Result<(), Error> {
+    use crate::config::Secret;
+    use crate::identity::{verify, From};
+    let identity = local::identity_json(&cfg.config_dir);
+    let (file, fields) = match local::read_json(&identity) {
+        Ok(m) => (identity, m),
+        Err(_) => {
+            let service = local::service_json(&cfg.config_dir);
+            let cluster = local::read_json(&service)?
+                .get("cluster")
+                .and_then(serde_json::Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            (service, cluster)
+        }
+    };
+    let legacy = !file.ends_with("identity.json");
+    let field = |name: &'static str, legacy_name: &'static str| {
+        let name = if legacy { legacy_name } else { name };
+        let value = fields
+            .get(name.rsplit('.').next().unwrap_or(name))
+            .and_then(serde_json::Value::as_str);
+        value.map(|v| (v.to_owned(), From::File(file.clone(), name)))
+    };
+    let key = match &cfg.cluster_private_key_env {
+        Some(k) => Some((k.clone(), From::Env("CLUSTER_PRIVATEKEY"))),
+        None => field("private_key", "cluster.private_key").map(|(k, from)| (Secret::new(k), from)),
+    };
+    let id = match &cfg.cluster_id_env {
+        Some(id) => Some((id.clone(), From::Env("CLUSTER_ID"))),
+        None => field("id", "cluster.id"),
+    };
+    match (id, key) {
+        (Some((id, id_from)), Some((key, key_from))) => {
+            debug_assert_eq!(id, local.peer_id.as_str());
+            verify(&id, &id_from, &key, &key_from)
+        }
+        _ => Ok(()),
+    }
 }
 
 /// SIGTERM/SIGINT while the sidecar itself still runs.

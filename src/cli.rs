@@ -164,9 +164,11 @@ pub struct Cli {
     #[arg(long, env = "BOOTSTRAP_INSTANCE_ID")]
     pub instance_id: Option<String>,
 
-    /// The cluster (libp2p) port peers dial.
-    #[arg(long, default_value_t = 9096, env = "BOOTSTRAP_CLUSTER_PORT")]
-    pub cluster_port: u16,
+    /// The cluster (libp2p) port peers dial. Default: the TCP port of the daemon's listen
+    /// address (CLUSTER_LISTENMULTIADDRESS, else service.json's cluster.listen_multiaddress),
+    /// else 9096; a value that disagrees with it is refused (exit 78).
+    #[arg(long, env = "BOOTSTRAP_CLUSTER_PORT")]
+    pub cluster_port: Option<u16>,
 
     /// The REST API port probed for /health and /id.
     #[arg(long, default_value_t = 9094, env = "BOOTSTRAP_API_PORT")]

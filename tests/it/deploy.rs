@@ -642,7 +642,14 @@ fn dockerfile_builds_on_musl_and_keeps_the_official_entrypoint_shape() {
 
 #[test]
 fn ports_agree() {
-    let cluster = default_port("cluster_port");
+    // The cluster port follows the daemon's listen address, whose default is 9096.
+    let cluster = ipfs_cluster_bootstrap::config::DEFAULT_CLUSTER_PORT;
+    assert!(
+        Cli::command()
+            .get_arguments()
+            .any(|a| a.get_id() == "cluster_port" && a.get_default_values().is_empty()),
+        "--cluster-port has no default of its own"
+    );
     let api = default_port("api_port");
     assert_eq!((cluster, api), (9096, 9094));
 
