@@ -13,20 +13,20 @@ use crate::apply;
 use crate::cli::Mode;
 use crate::config::{Config, Discovery, Expect, SecretEnv};
 use crate::contact::{ContactPoint, Greeting};
-use crate::decide::{decide, Action, Decision, Facts, Me, Observed, Probe, Registration};
+use crate::decide::{decide, Action, Decision, Facts, Me, Observed, Registration};
 use crate::discovery::attributes::now_ms;
 use crate::discovery::cloudmap::CloudMap;
 use crate::discovery::dns::{self, DnsName};
 use crate::discovery::ec2::Ec2Tags;
 use crate::discovery::static_list::StaticList;
 use crate::discovery::verify_tasks::VerifiedTasks;
-use crate::discovery::{Candidate, Discovered, Registry};
+use crate::discovery::{Discovered, Registry};
 use crate::ecs::Ecs;
 use crate::exit::Error;
 use crate::iam;
 use crate::launch;
 use crate::local::{self, LocalPeer};
-use crate::peer::{Consensus, PeerId};
+use crate::peer::Consensus;
 use crate::privileges;
 use crate::probe::{Probed, Prober};
 use crate::rounds::{self, Backoff, Next, Round, Rounds};
@@ -38,9 +38,11 @@ pub async fn run(cfg: Config) -> Result<i32, Error> {
         return Ok(0);
     }
     privileges::drop_root(cfg.run_as, &cfg.config_dir)?;
-    let needs_aws = matches!(cfg.discovery, Discovery::CloudMap { .. } | Discovery::Ec2 { .. })
-        || cfg.expect == Expect::Auto
-        || cfg.verify_tasks;
+    // --expect matters to run and plan only: `health` and `discover` work with
+    // the environment the task definition gives `run` (BOOTSTRAP_EXPECT=auto).
+    let expect_auto = cfg.expect == Expect::Auto && matches!(cfg.mode, Mode::Run | Mode::Plan);
+    let needs_aws =
+        matches!(cfg.discovery, Discovery::CloudMap { .. } | Discovery::Ec2 { .. }) || expect_auto || cfg.verify_tasks;
     let sdk = match needs_aws {
         true => Some(
             aws_config::defaults(aws_config::BehaviorVersion::latest())
@@ -73,7 +75,18 @@ pub async fn run(cfg: Config) -> Result<i32, Error> {
             .await?,
         ),
     };
-    let task = me.as_ref().and_then(|m| m.task.clone());
+    let mut task = me.as_ref().and_then(|m| m.task.clone());
+    if me.is_none() && cfg.verify_tasks && cfg.ecs_cluster.is_none() {
+        // `health` and `discover` have no address to resolve, but
+        // --verify-tasks needs the ECS cluster, from the task metadata as `run` does.
+        match selfaddr::task(cfg.metadata_uri.as_deref(), cfg.loopback_only).await {
+            Ok(t) => task = t,
+            Err(e) if cfg.mode == Mode::Health => {
+                warn!(error = %e, "no ECS cluster from the task metadata: registrations are not checked against ECS")
+            }
+            Err(e) => return Err(e),
+        }
+    }
     if let (
         Discovery::Ec2 {
             allow_awsvpc: false, ..
@@ -90,16 +103,21 @@ pub async fn run(cfg: Config) -> Result<i32, Error> {
             ));
         }
     }
-    let ecs = match (cfg.expect == Expect::Auto || cfg.verify_tasks, &sdk) {
+    let ecs = match (expect_auto || cfg.verify_tasks, &sdk) {
         (true, Some(sdk)) => {
             let cluster = cfg
                 .ecs_cluster
                 .clone()
                 .or_else(|| task.as_ref().and_then(|t| t.cluster.clone()));
-            let cluster = cluster.ok_or_else(|| {
+            if cluster.is_none() && cfg.mode == Mode::Health {
+                // Warned above: the metadata could not be read.
+                None
+            } else {
+                let cluster = cluster.ok_or_else(|| {
                 Error::usage("--expect auto and --verify-tasks need the ECS cluster: run in ECS or set --ecs-cluster (BOOTSTRAP_ECS_CLUSTER)")
             })?;
-            Some(Ecs::new(sdk, cluster))
+                Some(Ecs::new(sdk, cluster))
+            }
         }
         _ => None,
     };
@@ -179,92 +197,11 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     async fn run<R: Registry>(self, registry: &R) -> Result<i32, Error> {
         match (self.cfg.mode, self.me) {
-            (Mode::Health, _) => health(self.cfg, registry, self.prober).await,
+            (Mode::Health, _) => crate::health::check(self.cfg, registry, self.prober).await,
             (_, None) => discover(registry, self.prober).await,
             (_, Some(me)) => bootstrap(self.cfg, registry, self.prober, me, self.ecs.as_ref()).await,
         }
     }
-}
-
-/// `health`: 0 when the local REST API answers with this peer's ID and the
-/// peer sees at least half of the live peers discovery lists (counting
-/// itself), else 1. A discovery failure does not fail it: AWS being slow must
-/// not get every task replaced.
-async fn health<R: Registry>(cfg: &Config, registry: &R, prober: &Prober) -> Result<i32, Error> {
-    let unhealthy = |why: String| {
-        tracing::error!(healthy = false, "unhealthy: {why}");
-        Ok(1)
-    };
-    let (peer_id, api_listen) = local::read_identity(&cfg.config_dir, cfg.cluster_id_env.as_deref())?;
-    let listen = cfg
-        .api_listen_env
-        .clone()
-        .or(api_listen)
-        .unwrap_or_else(|| "/ip4/127.0.0.1/tcp/9094".into());
-    let Some(api) = api_addr(&listen) else {
-        return unhealthy(format!(
-            "cannot read the REST API address {listen:?} (api.restapi.http_listen_multiaddress)"
-        ));
-    };
-    let (id, peers) = match prober.id_at(api).await {
-        Ok(x) => x,
-        Err(e) => return unhealthy(format!("the REST API at {api} does not answer /id: {e}")),
-    };
-    if id != peer_id {
-        return unhealthy(format!(
-            "the REST API at {api} answers as {id}, not as this peer {peer_id}"
-        ));
-    }
-    let found = match registry.discover().await {
-        Ok(f) => f,
-        Err(e) => {
-            warn!(error = %e, "healthy as far as can be told: discovery failed, membership not checked");
-            return Ok(0);
-        }
-    };
-    let others: Vec<Candidate> = found
-        .registrations
-        .into_iter()
-        .filter(|c| c.peer_id.as_ref() != Some(&id))
-        .collect();
-    let live: Vec<PeerId> = prober
-        .probe_all(others)
-        .await
-        .observed
-        .into_iter()
-        .filter(|o| o.registration.peer_id != id)
-        .filter(|o| {
-            matches!(&o.probe, Probe::Daemon)
-                || matches!(&o.probe, Probe::Api { cluster_peers } if !cluster_peers.is_empty())
-        })
-        .map(|o| o.registration.peer_id)
-        .collect();
-    let seen = live.iter().filter(|p| peers.contains(p)).count();
-    if 2 * (seen + 1) < live.len() + 1 {
-        return unhealthy(format!(
-            "this peer sees {seen} of the {} other live peers discovery lists: it is in a minority or stray cluster",
-            live.len()
-        ));
-    }
-    info!(healthy = true, sees = seen, live = live.len(), "healthy");
-    Ok(0)
-}
-
-/// The REST API's address from its multiaddr; an unspecified address means loopback.
-fn api_addr(multiaddr: &str) -> Option<SocketAddr> {
-    let first = multiaddr.split(',').next()?.trim();
-    let parts: Vec<&str> = first.split('/').collect();
-    let (ip, port): (std::net::IpAddr, u16) = match parts.as_slice() {
-        ["", "ip4" | "ip6", ip, "tcp", port, ..] => (ip.parse().ok()?, port.parse().ok()?),
-        ["", "dns" | "dns4" | "dns6", "localhost", "tcp", port, ..] => ([127, 0, 0, 1].into(), port.parse().ok()?),
-        _ => return None,
-    };
-    let ip = match ip {
-        std::net::IpAddr::V4(v4) if v4.is_unspecified() => [127, 0, 0, 1].into(),
-        std::net::IpAddr::V6(v6) if v6.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
-        ip => ip,
-    };
-    Some(SocketAddr::new(ip, port))
 }
 
 /// `--expect`, with `auto` read from the ECS service's desiredCount.
@@ -355,6 +292,7 @@ fn prepare_local(cfg: &Config, read_only: bool) -> Result<LocalPeer, Error> {
         }
     }
     let local = local::read(&cfg.config_dir, cfg.cluster_id_env.as_deref(), &cfg.paths)?;
+    check_identity(cfg, &local)?;
     if cfg.cluster_secret == SecretEnv::Unset && local.secret_empty_in_file {
         return Err(Error::Unsafe(format!(
             "{}: cluster.secret is empty and CLUSTER_SECRET is unset: ipfs-cluster would run on an unprotected network",
@@ -369,6 +307,50 @@ fn prepare_local(cfg: &Config, read_only: bool) -> Result<LocalPeer, Error> {
         ));
     }
     Ok(local)
+}
+
+/// The peer ID the daemon will go by (CLUSTER_ID, else identity.json's, else
+/// the legacy service.json's) against the private key it will load
+/// (CLUSTER_PRIVATEKEY, else from the same file), as config/identity.go does.
+fn check_identity(cfg: &Config, local: &LocalPeer) -> Result<(), Error> {
+    use crate::config::Secret;
+    use crate::identity::{verify, From};
+    let identity = local::identity_json(&cfg.config_dir);
+    let (file, fields) = match local::read_json(&identity) {
+        Ok(m) => (identity, m),
+        Err(_) => {
+            let service = local::service_json(&cfg.config_dir);
+            let cluster = local::read_json(&service)?
+                .get("cluster")
+                .and_then(serde_json::Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            (service, cluster)
+        }
+    };
+    let legacy = !file.ends_with("identity.json");
+    let field = |name: &'static str, legacy_name: &'static str| {
+        let name = if legacy { legacy_name } else { name };
+        let value = fields
+            .get(name.rsplit('.').next().unwrap_or(name))
+            .and_then(serde_json::Value::as_str);
+        value.map(|v| (v.to_owned(), From::File(file.clone(), name)))
+    };
+    let key = match &cfg.cluster_private_key_env {
+        Some(k) => Some((k.clone(), From::Env("CLUSTER_PRIVATEKEY"))),
+        None => field("private_key", "cluster.private_key").map(|(k, from)| (Secret::new(k), from)),
+    };
+    let id = match &cfg.cluster_id_env {
+        Some(id) => Some((id.clone(), From::Env("CLUSTER_ID"))),
+        None => field("id", "cluster.id"),
+    };
+    match (id, key) {
+        (Some((id, id_from)), Some((key, key_from))) => {
+            debug_assert_eq!(id, local.peer_id.as_str());
+            verify(&id, &id_from, &key, &key_from)
+        }
+        _ => Ok(()),
+    }
 }
 
 /// SIGTERM/SIGINT while the sidecar itself still runs.

@@ -12,6 +12,9 @@ pub use crate::selfaddr::Ec2Address;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
     /// Register, discover, decide, prepare the files and exec the daemon (default).
+    /// `daemon` is the same, as in the official image's `CMD ["daemon"]`: the
+    /// arguments after it go to `ipfs-cluster-service daemon`.
+    #[value(alias = "daemon")]
     Run,
     /// Evaluate the decision once and print it as JSON; change nothing.
     Plan,
@@ -51,6 +54,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     name = "ipfs-cluster-bootstrap",
     version,
     about = "Starts an IPFS Cluster peer safely: finds its peers, decides whether to found, join or wait, then execs ipfs-cluster-service daemon.",
+    override_usage = "ipfs-cluster-bootstrap [MODE] [OPTIONS] [-- DAEMON_ARGS]\n       \
+ipfs-cluster-bootstrap [OPTIONS] daemon [DAEMON_ARGS]",
     after_help = "Every option can also be set with the environment variable shown. ipfs-cluster's own variables \
 (IPFS_CLUSTER_PATH, IPFS_CLUSTER_CONSENSUS, CLUSTER_*) and the AWS SDK's (AWS_REGION, AWS_ENDPOINT_URL, \
 AWS_ENDPOINT_URL_SERVICEDISCOVERY, credentials) are honoured and passed to the daemon untouched.\n\
@@ -159,9 +164,11 @@ pub struct Cli {
     #[arg(long, env = "BOOTSTRAP_INSTANCE_ID")]
     pub instance_id: Option<String>,
 
-    /// The cluster (libp2p) port peers dial.
-    #[arg(long, default_value_t = 9096, env = "BOOTSTRAP_CLUSTER_PORT")]
-    pub cluster_port: u16,
+    /// The cluster (libp2p) port peers dial. Default: the TCP port of the daemon's listen
+    /// address (CLUSTER_LISTENMULTIADDRESS, else service.json's cluster.listen_multiaddress),
+    /// else 9096; a value that disagrees with it is refused (exit 78).
+    #[arg(long, env = "BOOTSTRAP_CLUSTER_PORT")]
+    pub cluster_port: Option<u16>,
 
     /// The REST API port probed for /health and /id.
     #[arg(long, default_value_t = 9094, env = "BOOTSTRAP_API_PORT")]
@@ -206,16 +213,94 @@ pub struct Cli {
     #[arg(long, default_value = "info", env = "BOOTSTRAP_LOG_LEVEL")]
     pub log_level: String,
 
-    /// Arguments appended to `ipfs-cluster-service daemon` (a leading `daemon` is dropped,
-    /// so the official image's CMD works). --bootstrap is refused: this tool decides it.
+    /// Arguments appended to `ipfs-cluster-service daemon`: its own flags (--stats,
+    /// --tracing, --no-trust, --leave, --upgrade). --bootstrap is refused: this tool
+    /// decides it. `daemon ARGS` (the official image's CMD) is the same as `run -- ARGS`.
     #[arg(last = true, value_name = "DAEMON_ARGS")]
     pub daemon_args: Vec<String>,
+}
+
+impl Cli {
+    /// Parses the command line (`std::env::args_os()` in production), with
+    /// `daemon ARGS` read as `run -- ARGS`.
+    pub fn try_parse_args<I, T>(argv: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString>,
+    {
+        Cli::try_parse_from(daemon_as_run(argv.into_iter().map(Into::into).collect()))
+    }
+}
+
+/// `[OPTIONS] daemon ARGS…` → `[OPTIONS] daemon -- ARGS…`: when the first
+/// positional argument is `daemon` (the official image's CMD), everything
+/// after it belongs to `ipfs-cluster-service daemon`, flags included. Any
+/// other command line is returned unchanged.
+fn daemon_as_run(argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let takes_value = |long: &str| {
+        cmd.get_arguments()
+            .any(|a| a.get_long() == Some(long) && a.get_action().takes_values())
+    };
+    let mut i = 1;
+    while i < argv.len() {
+        let Some(arg) = argv[i].to_str() else { return argv };
+        if arg == "--" {
+            return argv;
+        }
+        if let Some(long) = arg.strip_prefix("--") {
+            if !long.contains('=') && takes_value(long) {
+                i += 1;
+            }
+        } else if !arg.starts_with('-') || arg == "-" {
+            if arg != "daemon" || i + 1 == argv.len() {
+                return argv;
+            }
+            let mut out = argv[..=i].to_vec();
+            out.push("--".into());
+            out.extend_from_slice(&argv[i + 1..]);
+            return out;
+        }
+        i += 1;
+    }
+    argv
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_args(std::iter::once("ipfs-cluster-bootstrap").chain(args.iter().copied()))
+    }
+
+    /// The official image's CMD: `daemon`, and what users put after it.
+    #[test]
+    fn daemon_means_run_with_the_rest_for_the_daemon() {
+        for (args, daemon_args) in [
+            (&["daemon"][..], &[][..]),
+            (&["daemon", "--upgrade", "--stats"], &["--upgrade", "--stats"]),
+            (&["--expect", "3", "daemon", "-x"], &["-x"]),
+            (
+                &["--expect=3", "--verify-tasks", "daemon", "--expect", "4"],
+                &["--expect", "4"],
+            ),
+            (&["run", "--", "--stats"], &["--stats"]),
+            (&["--", "daemon", "--stats"], &["daemon", "--stats"]),
+        ] {
+            let cli = parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert_eq!(cli.mode, Mode::Run, "{args:?}");
+            assert_eq!(cli.daemon_args, daemon_args, "{args:?}");
+        }
+        // `daemon` as the value of an option is no mode.
+        let cli = parse(&["--instance-id", "daemon", "plan"]).unwrap();
+        assert_eq!((cli.mode, cli.instance_id.as_deref()), (Mode::Plan, Some("daemon")));
+        // Another mode keeps clap's rules: `plan --stats` is our unknown flag.
+        assert!(parse(&["plan", "--stats"]).is_err());
+        assert_eq!(parse(&["health"]).unwrap().mode, Mode::Health);
+    }
 
     /// Every option is a flag and a BOOTSTRAP_<FLAG_IN_UPPER_SNAKE> variable, with help.
     #[test]

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::{Cli, DiscoveryKind, LogFormat, Mode};
+use crate::daemon_env;
 use crate::discovery::static_list::StaticPeer;
 use crate::exit::Error;
 use crate::peer::Consensus;
@@ -115,6 +116,8 @@ pub struct Config {
     pub cluster_secret: SecretEnv,
     /// CLUSTER_ID: the daemon takes its identity from it when set.
     pub cluster_id_env: Option<String>,
+    /// CLUSTER_PRIVATEKEY: the daemon takes its private key from it when set.
+    pub cluster_private_key_env: Option<Secret>,
     pub api_credentials: Option<Credentials>,
     /// CLUSTER_RESTAPI_HTTPLISTENMULTIADDRESS: where the local REST API listens, if overridden.
     pub api_listen_env: Option<String>,
@@ -158,6 +161,55 @@ impl Config {
             None => Expect::Count(0),
         };
 
+        let config_dir = match (nonempty("IPFS_CLUSTER_PATH"), nonempty("HOME")) {
+            (Some(p), _) => PathBuf::from(p),
+            (None, Some(home)) => PathBuf::from(home).join(".ipfs-cluster"),
+            (None, None) => {
+                errors.push("neither IPFS_CLUSTER_PATH nor HOME is set: no config folder".into());
+                PathBuf::new()
+            }
+        };
+
+        // Where the daemon listens for peers decides the cluster port.
+        let mut file_error = None;
+        let mut conflict = None;
+        let listen = match env("CLUSTER_LISTENMULTIADDRESS") {
+            Some(v) => Some(("CLUSTER_LISTENMULTIADDRESS".to_string(), daemon_env::env_list(&v))),
+            None if cli.mode != Mode::IamPolicy => match service_listen(&config_dir) {
+                Ok(l) => l,
+                Err(e) => {
+                    file_error = Some(e);
+                    None
+                }
+            },
+            None => None,
+        };
+        let cluster_port = match listen.map(|(source, list)| (source, daemon_env::listen_port(&list))) {
+            Some((source, Ok(port))) => {
+                if let Some(flag) = cli.cluster_port.filter(|f| *f != port) {
+                    conflict = Some(format!(
+                        "--cluster-port (BOOTSTRAP_CLUSTER_PORT) {flag} disagrees with {source}, where the daemon \
+                         listens on TCP port {port}: peers would dial a port nobody listens on. Leave \
+                         --cluster-port out (it follows the listen address) or make the two agree"
+                    ));
+                }
+                port
+            }
+            Some((source, Err(why))) => {
+                match source.as_str() {
+                    "CLUSTER_LISTENMULTIADDRESS" => errors.push(format!("CLUSTER_LISTENMULTIADDRESS {why}")),
+                    _ => {
+                        file_error.get_or_insert(Error::bad_file(
+                            crate::local::service_json(&config_dir),
+                            format!("cluster.listen_multiaddress {why}"),
+                        ));
+                    }
+                }
+                cli.cluster_port.unwrap_or(DEFAULT_CLUSTER_PORT)
+            }
+            None => cli.cluster_port.unwrap_or(DEFAULT_CLUSTER_PORT),
+        };
+
         let discovery = match cli.discovery {
             DiscoveryKind::Cloudmap => {
                 let namespace = cli.cloudmap_namespace.clone().filter(|s| !s.is_empty());
@@ -188,7 +240,7 @@ impl Config {
                     None => errors.push("--discovery static needs --peers (BOOTSTRAP_PEERS)".into()),
                     Some(list) => {
                         for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                            match StaticPeer::parse(item, cli.cluster_port) {
+                            match StaticPeer::parse(item, cluster_port) {
                                 Ok(a) => peers.push(a),
                                 Err(e) => errors.push(format!("--peers: {e}")),
                             }
@@ -268,10 +320,10 @@ impl Config {
                 ));
             }
         }
-        if cli.cluster_port == 0 || cli.api_port == 0 || cli.cluster_port == cli.api_port {
+        if cluster_port == 0 || cli.api_port == 0 || cluster_port == cli.api_port {
             errors.push(format!(
                 "--cluster-port ({}) and --api-port ({}) must be two different non-zero ports",
-                cli.cluster_port, cli.api_port
+                cluster_port, cli.api_port
             ));
         }
         if cli.probe_timeout.is_zero() {
@@ -301,15 +353,7 @@ impl Config {
         if daemon_args.first().map(String::as_str) == Some("daemon") {
             daemon_args.remove(0);
         }
-        for a in &daemon_args {
-            let flag = a.split('=').next().unwrap_or(a);
-            if matches!(flag, "--bootstrap" | "-bootstrap" | "-j" | "--j") {
-                errors.push(format!(
-                    "daemon argument {flag} is refused: ipfs-cluster-bootstrap decides --bootstrap itself \
-                     (a raft peer given --bootstrap over its state wipes it)"
-                ));
-            }
-        }
+        errors.extend(crate::daemon_args::check(&daemon_args));
 
         let init_consensus = match nonempty("IPFS_CLUSTER_CONSENSUS") {
             None => Consensus::Crdt,
@@ -319,44 +363,36 @@ impl Config {
             }),
         };
 
-        let config_dir = match (nonempty("IPFS_CLUSTER_PATH"), nonempty("HOME")) {
-            (Some(p), _) => PathBuf::from(p),
-            (None, Some(home)) => PathBuf::from(home).join(".ipfs-cluster"),
-            (None, None) => {
-                errors.push("neither IPFS_CLUSTER_PATH nor HOME is set: no config folder".into());
-                PathBuf::new()
-            }
-        };
-
-        let cluster_secret = match env("CLUSTER_SECRET") {
+        // As the daemon reads them: a set-but-empty variable counts as set (envconfig).
+        let cluster_secret = match env("CLUSTER_SECRET").map(|v| daemon_env::check_secret(&v)) {
             None => SecretEnv::Unset,
-            Some(v) if v.trim().is_empty() => SecretEnv::Empty,
-            Some(v) => {
-                if let Err(why) = check_secret(&v) {
-                    errors.push(format!("CLUSTER_SECRET {why}"));
-                }
+            Some(Ok(false)) => SecretEnv::Empty,
+            Some(Ok(true)) => SecretEnv::Set,
+            Some(Err(why)) => {
+                errors.push(format!("CLUSTER_SECRET {why}"));
                 SecretEnv::Set
             }
         };
 
-        let api_credentials = match nonempty("CLUSTER_RESTAPI_BASICAUTHCREDENTIALS") {
+        let api_credentials = match env("CLUSTER_RESTAPI_BASICAUTHCREDENTIALS") {
             None => None,
-            Some(v) => {
-                let first = v.split(',').next().unwrap_or_default();
-                match first.split_once(':') {
-                    Some((user, pass)) if !user.is_empty() => Some(Credentials {
-                        user: user.to_owned(),
-                        password: Secret::new(pass),
-                    }),
-                    _ => {
-                        errors.push(
-                            "CLUSTER_RESTAPI_BASICAUTHCREDENTIALS must be user:password[,user2:password2]".into(),
-                        );
-                        None
-                    }
-                }
-            }
+            Some(v) => daemon_env::basic_auth(&v).map_err(|e| errors.push(e)).ok(),
         };
+        if env("CLUSTER_ID").is_some_and(|v| v.is_empty()) {
+            errors.push(
+                "CLUSTER_ID is set but empty: the daemon takes it over identity.json's id and stops (\"error \
+                 decoding cluster ID\"); unset it"
+                    .into(),
+            );
+        }
+        let cluster_private_key_env = env("CLUSTER_PRIVATEKEY").map(Secret::new);
+        if cluster_private_key_env.as_ref().is_some_and(|k| k.expose().is_empty()) {
+            errors.push(
+                "CLUSTER_PRIVATEKEY is set but empty: the daemon takes it over identity.json's private_key and \
+                 stops; unset it"
+                    .into(),
+            );
+        }
 
         // envconfig v1.4.0 Process: the key is PREFIX_FIELDNAME upper-cased
         // (raft "cluster_raft" + DataFolder, cluster "cluster" + PeerstoreFile,
@@ -384,6 +420,12 @@ impl Config {
         if !errors.is_empty() {
             return Err(Error::Usage(errors));
         }
+        if let Some(e) = file_error {
+            return Err(e);
+        }
+        if let Some(c) = conflict {
+            return Err(Error::Unsafe(c));
+        }
         if cluster_secret == SecretEnv::Empty {
             return Err(Error::Unsafe(
                 "CLUSTER_SECRET is set but empty: ipfs-cluster would run on an unprotected network. \
@@ -408,7 +450,7 @@ impl Config {
             advertise_ip: cli.advertise_ip,
             metadata_uri: nonempty("ECS_CONTAINER_METADATA_URI_V4"),
             instance_id: cli.instance_id,
-            cluster_port: cli.cluster_port,
+            cluster_port,
             api_port: cli.api_port,
             daemon_bin: cli.daemon_bin,
             daemon_args,
@@ -416,6 +458,7 @@ impl Config {
             init_consensus,
             cluster_secret,
             cluster_id_env: nonempty("CLUSTER_ID"),
+            cluster_private_key_env,
             api_credentials,
             api_listen_env: nonempty("CLUSTER_RESTAPI_HTTPLISTENMULTIADDRESS"),
             raft_initpeerset_env: env("CLUSTER_RAFT_INITPEERSET").is_some(),
@@ -434,20 +477,49 @@ impl Config {
     }
 }
 
-/// ipfs-cluster's rule for a cluster secret: 32 bytes, hex encoded (64
-/// characters). The message never repeats the value.
+/// The daemon's default cluster port (cluster_config.go DefaultListenAddrs).
+pub const DEFAULT_CLUSTER_PORT: u16 = 9096;
+
+/// A non-empty cluster secret as the daemon decodes it (`daemon_env::check_secret`).
+/// The message never repeats the value.
 pub fn check_secret(hex: &str) -> Result<(), String> {
-    let hex = hex.trim();
-    if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err("is not hexadecimal: it must be 64 hex characters (32 bytes), the same on every peer".into());
+    daemon_env::check_secret(hex).map(|_| ())
+}
+
+/// service.json's `cluster.listen_multiaddress` (a string or a list, as the
+/// daemon's `config.Strings` reads it), with where it came from; None when
+/// there is no service.json yet (`init` writes the default) or no `cluster`
+/// section (`local` reports the file's other faults).
+fn service_listen(config_dir: &std::path::Path) -> Result<Option<(String, Vec<String>)>, Error> {
+    let path = crate::local::service_json(config_dir);
+    if !path.is_file() {
+        return Ok(None);
     }
-    if hex.len() != 64 {
-        return Err(format!(
-            "has {} hex characters: it must have 64 (32 bytes), the same on every peer",
-            hex.len()
-        ));
-    }
-    Ok(())
+    let Ok(service) = crate::local::read_json(&path) else {
+        return Ok(None);
+    };
+    let Some(cluster) = service.get("cluster").and_then(serde_json::Value::as_object) else {
+        return Ok(None);
+    };
+    use serde_json::Value;
+    let list = match cluster.get("listen_multiaddress") {
+        None | Some(Value::Null) => vec![],
+        Some(Value::String(s)) if s.is_empty() => vec![],
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) if a.iter().all(Value::is_string) => {
+            a.iter().filter_map(Value::as_str).map(str::to_owned).collect()
+        }
+        Some(_) => {
+            return Err(Error::bad_file(
+                &path,
+                "cluster.listen_multiaddress is neither a string nor a list of strings",
+            ))
+        }
+    };
+    Ok(Some((
+        format!("{}'s cluster.listen_multiaddress", path.display()),
+        list,
+    )))
 }
 
 #[cfg(test)]
@@ -616,6 +688,60 @@ mod tests {
         assert_eq!(c.paths.peerstore_file.as_deref(), Some("ps"));
         let empty: Vec<(&str, &str)> = all.iter().map(|(k, _)| (*k, "")).chain([("HOME", "/h")]).collect();
         assert_eq!(config(&BASE, &empty).unwrap().paths, unset);
+    }
+
+    /// The cluster port is where the daemon listens, from the variable or the file.
+    #[test]
+    fn cluster_port_follows_the_listen_address() {
+        let quic = "/ip4/0.0.0.0/udp/9196/quic,/ip4/0.0.0.0/tcp/9196";
+        let c = config(&BASE, &[("HOME", "/h"), ("CLUSTER_LISTENMULTIADDRESS", quic)]).unwrap();
+        assert_eq!(c.cluster_port, 9196);
+        let mut a = BASE.to_vec();
+        a.extend(["--cluster-port", "9196"]);
+        assert_eq!(
+            config(&a, &[("HOME", "/h"), ("CLUSTER_LISTENMULTIADDRESS", quic)])
+                .unwrap()
+                .cluster_port,
+            9196
+        );
+        let mut a = BASE.to_vec();
+        a.extend(["--cluster-port", "9096"]);
+        let e = config(&a, &[("HOME", "/h"), ("CLUSTER_LISTENMULTIADDRESS", quic)]).unwrap_err();
+        assert_eq!(e.exit_code(), crate::exit::code::CONFIG);
+        assert!(
+            e.to_string().contains("CLUSTER_LISTENMULTIADDRESS") && e.to_string().contains("9096"),
+            "{e}"
+        );
+
+        let d = crate::local::tempdir::Dir::new();
+        let dir = d.path().to_str().unwrap();
+        std::fs::write(
+            d.path().join("service.json"),
+            r#"{"cluster": {"listen_multiaddress": ["/ip4/0.0.0.0/tcp/9296"]}}"#,
+        )
+        .unwrap();
+        let c = config(&BASE, &[("IPFS_CLUSTER_PATH", dir)]).unwrap();
+        assert_eq!(c.cluster_port, 9296);
+        let e = config(&a, &[("IPFS_CLUSTER_PATH", dir)]).unwrap_err();
+        assert!(e.to_string().contains("cluster.listen_multiaddress"), "{e}");
+        std::fs::write(
+            d.path().join("service.json"),
+            r#"{"cluster": {"listen_multiaddress": ""}}"#,
+        )
+        .unwrap();
+        let e = config(&BASE, &[("IPFS_CLUSTER_PATH", dir)]).unwrap_err();
+        assert_eq!(e.exit_code(), crate::exit::code::DATAERR, "{e}");
+        // No service.json yet: `init` writes the default, 9096.
+        assert_eq!(config(&BASE, &[("HOME", "/h")]).unwrap().cluster_port, 9096);
+    }
+
+    #[test]
+    fn set_but_empty_identity_variables_are_refused() {
+        for var in ["CLUSTER_ID", "CLUSTER_PRIVATEKEY"] {
+            let e = config(&BASE, &[("HOME", "/h"), (var, "")]).unwrap_err();
+            assert!(e.to_string().contains(&format!("{var} is set but empty")), "{e}");
+            assert_eq!(e.exit_code(), crate::exit::code::USAGE);
+        }
     }
 
     #[test]

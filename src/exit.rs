@@ -30,7 +30,8 @@ pub mod code {
     /// AWS denied an action: the message names the IAM action to grant.
     pub const NOPERM: i32 = 77;
     /// Unsafe or inconsistent configuration (empty cluster secret, missing
-    /// Cloud Map namespace or service, conflicting ipfs-cluster variables).
+    /// Cloud Map namespace or service, conflicting ipfs-cluster variables:
+    /// a CLUSTER_ID not the private key's, a --cluster-port not the listen port).
     pub const CONFIG: i32 = 78;
 }
 

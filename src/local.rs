@@ -194,8 +194,9 @@ pub fn read(config_dir: &Path, cluster_id_env: Option<&str>, paths: &Paths) -> R
     let peerstore_file = peerstore_file.or(str_at(&service, &["cluster", "peerstore_file"]).filter(|s| !s.is_empty()));
     let peerstore = go_join(config_dir, peerstore_file.unwrap_or("peerstore"));
     let secret_empty_in_file = match ["cluster", "secret"].iter().try_fold(&service, |v, k| v.get(k)) {
-        None | Some(Value::Null) => false,
-        Some(Value::String(s)) if s.trim().is_empty() => true,
+        // The daemon reads a null or missing secret as "": an unprotected network.
+        None | Some(Value::Null) => true,
+        Some(Value::String(s)) if s.is_empty() => true,
         Some(Value::String(s)) => {
             crate::config::check_secret(s)
                 .map_err(|why| Error::bad_file(&service_path, format!("cluster.secret {why}")))?;
@@ -324,7 +325,10 @@ mod tests {
     fn a_malformed_secret_names_the_field_and_never_its_value() {
         for (secret, says) in [
             ("\"ab\"", "cluster.secret has 2 hex characters"),
-            ("\"zz-not-hex\"", "cluster.secret is not hexadecimal"),
+            (
+                "\"zz-not-hex\"",
+                "cluster.secret holds a character that is not hexadecimal",
+            ),
             ("42", "cluster.secret is not a string"),
         ] {
             let d = dir_with(

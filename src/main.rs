@@ -1,6 +1,5 @@
 //! Entry point: parse, start logging, run, map the outcome to an exit code.
 
-use clap::Parser;
 use ipfs_cluster_bootstrap::{app, cli::Cli, cli::LogFormat, config::Config, exit::code};
 
 fn init_logging(format: LogFormat, level: &str) {
@@ -45,7 +44,7 @@ fn from_env(e: &clap::Error) -> Option<String> {
 }
 
 fn main() {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_args(std::env::args_os()) {
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind;

@@ -29,6 +29,25 @@ pub struct IdResponse {
     pub id: String,
     #[serde(default)]
     pub cluster_peers: Option<Vec<String>>,
+    /// The daemon's view of kubo: `error` is set while kubo does not answer.
+    #[serde(default)]
+    pub ipfs: Option<IpfsId>,
+}
+
+/// `/id`'s `ipfs` object (api/types.go: IPFSID).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct IpfsId {
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// What the local REST API says about its peer (for `health`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalId {
+    pub peer: PeerId,
+    pub cluster_peers: Vec<PeerId>,
+    /// `ipfs.error`, when not empty.
+    pub ipfs_error: Option<String>,
 }
 
 /// What probing found: identified peers, and addresses where a daemon runs
@@ -116,7 +135,7 @@ impl Prober {
 
     /// The peer ID and cluster peers a REST API answers with (the local one,
     /// for `health`).
-    pub async fn id_at(&self, addr: std::net::SocketAddr) -> Result<(PeerId, Vec<PeerId>), String> {
+    pub async fn id_at(&self, addr: std::net::SocketAddr) -> Result<LocalId, String> {
         if self.loopback_only && !addr.ip().is_loopback() {
             return Err(format!("not asked: {addr} is not a loopback address (--loopback-only)"));
         }
@@ -133,13 +152,18 @@ impl Prober {
             .await
             .map_err(|e| format!("/id answered something else: {e}"))?;
         let peer = PeerId::parse(&id.id).map_err(|e| e.to_string())?;
-        let peers = id
+        let cluster_peers = id
             .cluster_peers
             .unwrap_or_default()
             .iter()
             .filter_map(|p| PeerId::parse(p).ok())
             .collect();
-        Ok((peer, peers))
+        let ipfs_error = id.ipfs.and_then(|i| i.error).filter(|e| !e.is_empty());
+        Ok(LocalId {
+            peer,
+            cluster_peers,
+            ipfs_error,
+        })
     }
 
     async fn api(&self, r: &Candidate) -> Api {

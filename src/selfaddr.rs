@@ -112,6 +112,14 @@ impl TaskMetadata {
     }
 }
 
+/// This task's details from the task metadata, when it is configured (for
+/// the modes that resolve no address: `health`, `discover`).
+pub async fn task(metadata_uri: Option<&str>, loopback_only: bool) -> Result<Option<Task>, Error> {
+    let Some(uri) = metadata_uri else { return Ok(None) };
+    let url = format!("{}/task", uri.trim_end_matches('/'));
+    Ok(fetch(&url, loopback_only).await?.task())
+}
+
 /// Resolves this peer's address. The task metadata is asked whenever it is
 /// configured (for the task), IMDS when `imds` says which address EC2
 /// discovery uses; --advertise-ip wins over both for the address.

@@ -410,6 +410,7 @@ impl World {
                     Api::Id(IdResponse {
                         id: p.id.to_string(),
                         cluster_peers: Some(cluster_peers),
+                        ipfs: None,
                     }),
                     Port::Open,
                 )

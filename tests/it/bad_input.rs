@@ -22,6 +22,10 @@ enum Change {
     /// IPFS_CLUSTER_PATH points at a folder that does not exist.
     ConfigMissing,
     Env(&'static str, &'static str),
+    /// Replace a file and unset a variable the setup sets.
+    FileUnset(&'static str, fn(&str) -> String, &'static str),
+    /// A variable and flags together.
+    EnvArgs(&'static str, &'static str, &'static [&'static str]),
     /// A variable, with the flag that would override it left out.
     EnvNoFlag(&'static str, &'static str, &'static str),
     Args(&'static [&'static str]),
@@ -143,6 +147,55 @@ fn cases() -> Vec<Case> {
             names: "CLUSTER_SECRET",
         },
         Case {
+            what: "CLUSTER_SECRET with a trailing line break",
+            change: Env(
+                "CLUSTER_SECRET",
+                "2588b80d5cb05374fa142aed6cbb047d1f4ef8ef15e37eba68c65b9d30df67ed\n",
+            ),
+            mode: "run",
+            exit: 64,
+            names: "CLUSTER_SECRET holds a line break",
+        },
+        Case {
+            what: "CLUSTER_SECRET of 31 bytes",
+            change: Env(
+                "CLUSTER_SECRET",
+                "2588b80d5cb05374fa142aed6cbb047d1f4ef8ef15e37eba68c65b9d30df67",
+            ),
+            mode: "run",
+            exit: 64,
+            names: "CLUSTER_SECRET has 62 hex characters",
+        },
+        Case {
+            what: "service.json cluster.secret with a trailing line break",
+            change: File(
+                "service.json",
+                Some(|s| {
+                    let v: serde_json::Value = serde_json::from_str(s).unwrap();
+                    let secret = v["cluster"]["secret"].as_str().unwrap();
+                    s.replacen(secret, &format!("{secret}\\n"), 1)
+                }),
+            ),
+            mode: "run",
+            exit: 65,
+            names: "cluster.secret holds a line break",
+        },
+        Case {
+            what: "service.json cluster.secret null, CLUSTER_SECRET unset",
+            change: FileUnset(
+                "service.json",
+                |s| {
+                    let v: serde_json::Value = serde_json::from_str(s).unwrap();
+                    let secret = v["cluster"]["secret"].as_str().unwrap();
+                    s.replacen(&format!("\"{secret}\""), "null", 1)
+                },
+                "CLUSTER_SECRET",
+            ),
+            mode: "run",
+            exit: 78,
+            names: "cluster.secret is empty and CLUSTER_SECRET is unset",
+        },
+        Case {
             what: "service.json cluster.secret too short",
             change: File(
                 "service.json",
@@ -193,6 +246,72 @@ fn cases() -> Vec<Case> {
             mode: "run",
             exit: 64,
             names: "CLUSTER_RESTAPI_BASICAUTHCREDENTIALS",
+        },
+        Case {
+            what: "CLUSTER_RESTAPI_BASICAUTHCREDENTIALS set but empty",
+            change: Env("CLUSTER_RESTAPI_BASICAUTHCREDENTIALS", ""),
+            mode: "run",
+            exit: 64,
+            names: "CLUSTER_RESTAPI_BASICAUTHCREDENTIALS is set but empty",
+        },
+        Case {
+            what: "CLUSTER_RESTAPI_BASICAUTHCREDENTIALS item with two colons",
+            change: Env("CLUSTER_RESTAPI_BASICAUTHCREDENTIALS", "admin:pa:ss"),
+            mode: "run",
+            exit: 64,
+            names: "CLUSTER_RESTAPI_BASICAUTHCREDENTIALS: item 1 has 3",
+        },
+        Case {
+            what: "CLUSTER_RESTAPI_BASICAUTHCREDENTIALS with an empty password",
+            change: Env("CLUSTER_RESTAPI_BASICAUTHCREDENTIALS", "admin:"),
+            mode: "run",
+            exit: 64,
+            names: "item 1 has an empty password",
+        },
+        Case {
+            what: "CLUSTER_ID set but empty",
+            change: Env("CLUSTER_ID", ""),
+            mode: "run",
+            exit: 64,
+            names: "CLUSTER_ID is set but empty",
+        },
+        Case {
+            what: "CLUSTER_ID not the private key's peer",
+            change: Env("CLUSTER_ID", PEER_ID),
+            mode: "run",
+            exit: 78,
+            names: "CLUSTER_ID says the peer ID is 12D3KooWJrCnvRqSNKWn6C1mSp3ykaUNg3rUvVRhe3bWGhKL2Mhm",
+        },
+        Case {
+            what: "identity.json id not its private key's peer",
+            change: File(
+                "identity.json",
+                Some(|s| {
+                    let v: serde_json::Value = serde_json::from_str(s).unwrap();
+                    s.replacen(v["id"].as_str().unwrap(), PEER_ID, 1)
+                }),
+            ),
+            mode: "run",
+            exit: 65,
+            names: "identity.json's id says the peer ID is",
+        },
+        Case {
+            what: "CLUSTER_LISTENMULTIADDRESS set but empty",
+            change: Env("CLUSTER_LISTENMULTIADDRESS", ""),
+            mode: "run",
+            exit: 64,
+            names: "CLUSTER_LISTENMULTIADDRESS is empty",
+        },
+        Case {
+            what: "--cluster-port disagrees with CLUSTER_LISTENMULTIADDRESS",
+            change: EnvArgs(
+                "CLUSTER_LISTENMULTIADDRESS",
+                "/ip4/127.0.0.1/tcp/9196",
+                &["--cluster-port", "9096"],
+            ),
+            mode: "run",
+            exit: 78,
+            names: "--cluster-port (BOOTSTRAP_CLUSTER_PORT) 9096 disagrees with CLUSTER_LISTENMULTIADDRESS",
         },
         Case {
             what: "task metadata endpoint answers HTML",
@@ -308,6 +427,13 @@ fn run(case: &Case, tmp: &Path, net: &mut Net, i: usize) -> (i32, String) {
         }
         Change::ConfigMissing => config = p.dir.join("absent"),
         Change::Env(k, v) => setup = setup.env(k, v),
+        Change::FileUnset(name, f, var) => {
+            let path = p.config().join(name);
+            let old = std::fs::read_to_string(&path).unwrap();
+            std::fs::write(&path, f(&old)).unwrap();
+            setup.env.retain(|(k, _)| k != var);
+        }
+        Change::EnvArgs(k, v, a) => setup = setup.env(k, v).arg(a),
         Change::EnvNoFlag(k, v, flag) => {
             setup = setup.env(k, v);
             if let Some(at) = setup.args.iter().position(|a| a == flag) {

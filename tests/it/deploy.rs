@@ -15,13 +15,13 @@ use serde_json::{json, Map, Value};
 
 use crate::support::{bin, root, TempDir};
 
-const DOCKERFILE: &str = "docker/Dockerfile";
+pub(crate) const DOCKERFILE: &str = "docker/Dockerfile";
 const COMPOSE: &str = "docker/docker-compose.yml";
 const COMPOSE_DNS: &str = "docker/docker-compose.dns.yml";
-const TASK_DEF: &str = "deploy/ecs-task-definition.json";
+pub(crate) const TASK_DEF: &str = "deploy/ecs-task-definition.json";
 const TEMPLATE: &str = "deploy/cloudformation.json";
 /// The image puts the binary here (Dockerfile COPY) and every health check runs it.
-const BIN_IN_IMAGE: &str = "/usr/local/bin/ipfs-cluster-bootstrap";
+pub(crate) const BIN_IN_IMAGE: &str = "/usr/local/bin/ipfs-cluster-bootstrap";
 /// A well-formed stand-in for CLUSTER_SECRET (compose interpolation, Secrets Manager).
 const SECRET: &str = "2588b80d5cb05374fa142aed6cbb047d1f4ef8ef15e37eba68c65b9d30df67ed";
 
@@ -31,7 +31,7 @@ fn text(rel: &str) -> String {
     std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
 
-fn json_file(rel: &str) -> Value {
+pub(crate) fn json_file(rel: &str) -> Value {
     serde_json::from_str(&text(rel)).unwrap_or_else(|e| panic!("{rel} is not JSON: {e}"))
 }
 
@@ -171,7 +171,7 @@ fn dockerfile() -> Vec<(String, String)> {
     out
 }
 
-fn instruction(ins: &str) -> Vec<String> {
+pub(crate) fn instruction(ins: &str) -> Vec<String> {
     dockerfile()
         .into_iter()
         .filter(|(i, _)| i == ins)
@@ -179,7 +179,7 @@ fn instruction(ins: &str) -> Vec<String> {
         .collect()
 }
 
-fn exec_form(rest: &str, what: &str) -> Vec<String> {
+pub(crate) fn exec_form(rest: &str, what: &str) -> Vec<String> {
     serde_json::from_str(rest).unwrap_or_else(|e| panic!("{what} is not in exec (JSON) form: {rest}: {e}"))
 }
 
@@ -313,7 +313,7 @@ fn tcp_port(multiaddr: &str) -> u16 {
 // ---------------------------------------------------------------- ECS
 
 /// Reads a task definition's container by name.
-fn container<'a>(td: &'a Value, name: &str) -> &'a Value {
+pub(crate) fn container<'a>(td: &'a Value, name: &str) -> &'a Value {
     arr(&td["containerDefinitions"], "containerDefinitions")
         .iter()
         .find(|c| c["name"] == name)
@@ -333,7 +333,7 @@ fn ecs_env(c: &Value) -> BTreeMap<String, String> {
 
 /// The ipfs-cluster container's environment at run time: its `environment`,
 /// placeholders for its `secrets`, and the image's IPFS_CLUSTER_PATH.
-fn ecs_container_env(c: &Value) -> BTreeMap<String, String> {
+pub(crate) fn ecs_container_env(c: &Value) -> BTreeMap<String, String> {
     let mut env = ecs_env(c);
     for sec in arr(&c["secrets"], "secrets") {
         let name = s(&sec["name"], "secret name");
@@ -642,7 +642,14 @@ fn dockerfile_builds_on_musl_and_keeps_the_official_entrypoint_shape() {
 
 #[test]
 fn ports_agree() {
-    let cluster = default_port("cluster_port");
+    // The cluster port follows the daemon's listen address, whose default is 9096.
+    let cluster = ipfs_cluster_bootstrap::config::DEFAULT_CLUSTER_PORT;
+    assert!(
+        Cli::command()
+            .get_arguments()
+            .any(|a| a.get_id() == "cluster_port" && a.get_default_values().is_empty()),
+        "--cluster-port has no default of its own"
+    );
     let api = default_port("api_port");
     assert_eq!((cluster, api), (9096, 9094));
 

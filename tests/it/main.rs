@@ -10,3 +10,4 @@ mod docs;
 mod failures;
 mod launches;
 mod paths;
+mod shipped;

@@ -181,17 +181,17 @@ impl Peer {
     }
 
     pub fn start_with(&mut self, setup: &Setup, extra: &[&str]) {
+        let cmd = self.command(setup, extra);
+        self.spawn(cmd);
+    }
+
+    /// Starts `cmd` as this peer's process (a command line of the test's own).
+    pub fn spawn(&mut self, mut cmd: Command) {
         assert!(self.child.is_none(), "{} already runs", self.name);
         self.runs += 1;
         let out = fs::File::create(self.dir.join(format!("stdout.{}", self.runs))).unwrap();
         let err = fs::File::create(self.dir.join(format!("stderr.{}", self.runs))).unwrap();
-        let child = self
-            .command(setup, extra)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap();
+        let child = cmd.stdin(Stdio::null()).stdout(out).stderr(err).spawn().unwrap();
         self.child = Some(child);
     }
 

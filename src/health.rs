@@ -1,0 +1,216 @@
+//! `health`, the container health check: ask the local REST API who it is and
+//! whom it sees, discover and probe the others, then judge with `verdict`
+//! (pure). Exit 0 healthy, 1 unhealthy.
+
+use std::net::SocketAddr;
+
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::decide::Probe;
+use crate::discovery::{Candidate, Registry};
+use crate::exit::Error;
+use crate::local;
+use crate::peer::PeerId;
+use crate::probe::Prober;
+
+/// What `health` saw, as plain data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    /// This peer (identity.json, or CLUSTER_ID).
+    pub me: PeerId,
+    /// The peer ID the local REST API answered `/id` with.
+    pub answered_as: PeerId,
+    /// `/id`'s `cluster_peers`.
+    pub cluster_peers: Vec<PeerId>,
+    /// `/id`'s `ipfs.error`: the daemon's IPFS connector cannot reach kubo.
+    pub ipfs_error: Option<String>,
+    /// The other registrations that are live cluster members; None when
+    /// discovery failed.
+    pub live: Option<Vec<PeerId>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Sees `sees` of the `live` other live peers (at least half, itself counted).
+    Healthy {
+        sees: usize,
+        live: usize,
+    },
+    /// Discovery failed: membership not checked (slow AWS must not get every task replaced).
+    Unchecked,
+    Unhealthy(String),
+}
+
+/// The health policy. Ordered guards, first match wins.
+pub fn verdict(s: &Seen) -> Verdict {
+    if s.answered_as != s.me {
+        return Verdict::Unhealthy(format!(
+            "the REST API answers as {}, not as this peer {}",
+            s.answered_as, s.me
+        ));
+    }
+    let Some(live) = &s.live else {
+        return Verdict::Unchecked;
+    };
+    let sees = live.iter().filter(|p| s.cluster_peers.contains(p)).count();
+    if 2 * (sees + 1) < live.len() + 1 {
+        if let Some(e) = &s.ipfs_error {
+            // A crdt peer lists only itself until kubo answers and it is READY.
+            let e: String = e.chars().take(200).collect();
+            return Verdict::Unhealthy(format!(
+                "not ready: kubo/IPFS not answering (/id's ipfs.error: {e}); it sees {sees} of the {} other live \
+                 peers, which says nothing about its cluster until kubo is up",
+                live.len()
+            ));
+        }
+        return Verdict::Unhealthy(format!(
+            "this peer sees {sees} of the {} other live peers discovery lists: it is in a minority or stray cluster",
+            live.len()
+        ));
+    }
+    Verdict::Healthy { sees, live: live.len() }
+}
+
+/// `health`: 0 when the local REST API answers with this peer's ID and the
+/// peer sees at least half of the live peers discovery lists (counting
+/// itself), else 1. A discovery failure does not fail it.
+pub async fn check<R: Registry>(cfg: &Config, registry: &R, prober: &Prober) -> Result<i32, Error> {
+    let unhealthy = |why: String| {
+        tracing::error!(healthy = false, "unhealthy: {why}");
+        Ok(1)
+    };
+    // Only the identity and the API address: the running daemon writes
+    // raft.db meanwhile, and a torn read must not make the task unhealthy.
+    let (peer_id, api_listen) = local::read_identity(&cfg.config_dir, cfg.cluster_id_env.as_deref())?;
+    let listen = cfg
+        .api_listen_env
+        .clone()
+        .or(api_listen)
+        .unwrap_or_else(|| "/ip4/127.0.0.1/tcp/9094".into());
+    let Some(api) = api_addr(&listen) else {
+        return unhealthy(format!(
+            "cannot read the REST API address {listen:?} (api.restapi.http_listen_multiaddress)"
+        ));
+    };
+    let id = match prober.id_at(api).await {
+        Ok(x) => x,
+        Err(e) => return unhealthy(format!("the REST API at {api} does not answer /id: {e}")),
+    };
+    let mut seen = Seen {
+        me: peer_id.clone(),
+        answered_as: id.peer,
+        cluster_peers: id.cluster_peers,
+        ipfs_error: id.ipfs_error,
+        live: None,
+    };
+    if seen.answered_as == seen.me {
+        match registry.discover().await {
+            Ok(found) => {
+                let others: Vec<Candidate> = found
+                    .registrations
+                    .into_iter()
+                    .filter(|c| c.peer_id.as_ref() != Some(&seen.me))
+                    .collect();
+                let live = prober
+                    .probe_all(others)
+                    .await
+                    .observed
+                    .into_iter()
+                    .filter(|o| o.registration.peer_id != seen.me)
+                    .filter(|o| {
+                        matches!(&o.probe, Probe::Daemon)
+                            || matches!(&o.probe, Probe::Api { cluster_peers } if !cluster_peers.is_empty())
+                    })
+                    .map(|o| o.registration.peer_id)
+                    .collect();
+                seen.live = Some(live);
+            }
+            Err(e) => warn!(error = %e, "discovery failed"),
+        }
+    }
+    match verdict(&seen) {
+        Verdict::Unhealthy(why) => unhealthy(format!("{why} (REST API at {api})")),
+        Verdict::Unchecked => {
+            warn!("healthy as far as can be told: discovery failed, membership not checked");
+            Ok(0)
+        }
+        Verdict::Healthy { sees, live } => {
+            info!(healthy = true, sees, live, "healthy");
+            Ok(0)
+        }
+    }
+}
+
+/// The REST API's address from its multiaddr; an unspecified address means loopback.
+fn api_addr(multiaddr: &str) -> Option<SocketAddr> {
+    let first = multiaddr.split(',').next()?.trim();
+    let parts: Vec<&str> = first.split('/').collect();
+    let (ip, port): (std::net::IpAddr, u16) = match parts.as_slice() {
+        ["", "ip4" | "ip6", ip, "tcp", port, ..] => (ip.parse().ok()?, port.parse().ok()?),
+        ["", "dns" | "dns4" | "dns6", "localhost", "tcp", port, ..] => ([127, 0, 0, 1].into(), port.parse().ok()?),
+        _ => return None,
+    };
+    let ip = match ip {
+        std::net::IpAddr::V4(v4) if v4.is_unspecified() => [127, 0, 0, 1].into(),
+        std::net::IpAddr::V6(v6) if v6.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peer::tests::IDS;
+
+    fn id(i: usize) -> PeerId {
+        PeerId::parse(IDS[i]).unwrap()
+    }
+
+    fn seen(cluster_peers: &[usize], live: Option<&[usize]>, ipfs_error: Option<&str>) -> Seen {
+        Seen {
+            me: id(0),
+            answered_as: id(0),
+            cluster_peers: cluster_peers.iter().map(|i| id(*i)).collect(),
+            ipfs_error: ipfs_error.map(str::to_owned),
+            live: live.map(|l| l.iter().map(|i| id(*i)).collect()),
+        }
+    }
+
+    fn check(s: Seen, says: &str) {
+        let v = verdict(&s);
+        let text = format!("{v:?}");
+        assert!(text.contains(says), "{s:?}: {text} lacks {says:?}");
+    }
+
+    #[test]
+    fn one_row_per_rule() {
+        let mut other = seen(&[0, 1], Some(&[1]), None);
+        other.answered_as = id(2);
+        check(other, "not as this peer");
+        check(seen(&[0], None, None), "Unchecked");
+        check(seen(&[0, 1, 2], Some(&[1, 2]), None), "Healthy { sees: 2, live: 2 }");
+        check(seen(&[0, 1], Some(&[1, 2]), None), "Healthy { sees: 1, live: 2 }");
+        check(seen(&[0, 3], Some(&[1, 2]), None), "minority or stray cluster");
+        // The real crdt daemon lists only itself until kubo answers and it is
+        // READY: that is no stray cluster.
+        check(
+            seen(
+                &[0],
+                Some(&[1, 2]),
+                Some("dial tcp 127.0.0.1:5001: connect: connection refused"),
+            ),
+            "not ready: kubo/IPFS not answering",
+        );
+        // kubo down but the membership sound (raft): the kubo container's own check judges kubo.
+        check(seen(&[0, 1, 2], Some(&[1, 2]), Some("connection refused")), "Healthy");
+    }
+
+    #[test]
+    fn api_addresses() {
+        assert_eq!(api_addr("/ip4/0.0.0.0/tcp/9094"), Some(([127, 0, 0, 1], 9094).into()));
+        assert_eq!(api_addr("/dns4/localhost/tcp/1"), Some(([127, 0, 0, 1], 1).into()));
+        assert_eq!(api_addr("/dns4/example.com/tcp/1"), None);
+    }
+}
