@@ -50,20 +50,20 @@ pub fn verdict(s: &Seen) -> Verdict {
             s.answered_as, s.me
         ));
     }
+    if let Some(e) = &s.ipfs_error {
+        // The real daemon's /id may list every peer while kubo is down (a
+        // restarted crdt peer does): membership says nothing about a peer
+        // that can neither pin nor serve.
+        let e: String = e.chars().take(200).collect();
+        return Verdict::Unhealthy(format!(
+            "kubo (IPFS) does not answer this peer (/id's ipfs.error: {e}): it can neither pin nor serve"
+        ));
+    }
     let Some(live) = &s.live else {
         return Verdict::Unchecked;
     };
     let sees = live.iter().filter(|p| s.cluster_peers.contains(p)).count();
     if 2 * (sees + 1) < live.len() + 1 {
-        if let Some(e) = &s.ipfs_error {
-            // A crdt peer lists only itself until kubo answers and it is READY.
-            let e: String = e.chars().take(200).collect();
-            return Verdict::Unhealthy(format!(
-                "not ready: kubo/IPFS not answering (/id's ipfs.error: {e}); it sees {sees} of the {} other live \
-                 peers, which says nothing about its cluster until kubo is up",
-                live.len()
-            ));
-        }
         return Verdict::Unhealthy(format!(
             "this peer sees {sees} of the {} other live peers discovery lists: it is in a minority or stray cluster",
             live.len()
@@ -104,7 +104,8 @@ pub async fn check<R: Registry>(cfg: &Config, registry: &R, prober: &Prober) -> 
         ipfs_error: id.ipfs_error,
         live: None,
     };
-    if seen.answered_as == seen.me {
+    // Discovery and probes only when the verdict can depend on them.
+    if seen.answered_as == seen.me && seen.ipfs_error.is_none() {
         match registry.discover().await {
             Ok(found) => {
                 let others: Vec<Candidate> = found
@@ -193,18 +194,13 @@ mod tests {
         check(seen(&[0, 1, 2], Some(&[1, 2]), None), "Healthy { sees: 2, live: 2 }");
         check(seen(&[0, 1], Some(&[1, 2]), None), "Healthy { sees: 1, live: 2 }");
         check(seen(&[0, 3], Some(&[1, 2]), None), "minority or stray cluster");
-        // The real crdt daemon lists only itself until kubo answers and it is
-        // READY: that is no stray cluster.
-        check(
-            seen(
-                &[0],
-                Some(&[1, 2]),
-                Some("dial tcp 127.0.0.1:5001: connect: connection refused"),
-            ),
-            "not ready: kubo/IPFS not answering",
-        );
-        // kubo down but the membership sound (raft): the kubo container's own check judges kubo.
-        check(seen(&[0, 1, 2], Some(&[1, 2]), Some("connection refused")), "Healthy");
+        // kubo down: unhealthy whatever the membership looks like (a fresh
+        // crdt peer lists only itself, a restarted one may list everyone),
+        // and also when discovery failed.
+        let refused = Some("dial tcp 127.0.0.1:5001: connect: connection refused");
+        check(seen(&[0], Some(&[1, 2]), refused), "kubo (IPFS) does not answer");
+        check(seen(&[0, 1, 2], Some(&[1, 2]), refused), "kubo (IPFS) does not answer");
+        check(seen(&[0, 1, 2], None, refused), "kubo (IPFS) does not answer");
     }
 
     #[test]

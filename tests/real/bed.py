@@ -44,11 +44,11 @@ def log(msg):
     print(time.strftime("%H:%M:%S ") + msg, flush=True)
 
 
-def sh(*argv, check=True, ns=None, input=None, timeout=60):
+def sh(*argv, check=True, ns=None, input=None, timeout=60, env=None):
     """Runs argv (never through a shell), in namespace ns if given."""
     if ns:
-        argv = ("ip", "netns", "exec", ns) + argv
-    p = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout)
+        argv = ("ip", "netns", "exec", ns) + tuple(argv)
+    p = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout, env=env)
     if check and p.returncode != 0:
         raise BedError("%s: exit %d: %s" % (" ".join(argv), p.returncode, p.stderr.strip()))
     return p
@@ -371,6 +371,12 @@ class Moto:
         self.sd = boto3.client("servicediscovery", **kw)
         self.ecs = boto3.client("ecs", **kw)
 
+    def hold_ecs_tasks(self):
+        """ECS tasks stay as they are (moto advances them on every DescribeTasks otherwise)."""
+        body = json.dumps({"model_name": "ecs::task", "transition": {"progression": "manual", "times": 1000000}})
+        http("POST", self.endpoint + "/moto-api/state-manager/set-transition", data=body.encode(),
+             headers={"Content-Type": "application/json"})
+
     def cloudmap(self, ns="ipfs", svc="cluster-peers"):
         self.sd.create_http_namespace(Name=ns)
         ns_id = [n for n in self.sd.list_namespaces()["Namespaces"] if n["Name"] == ns][0]["Id"]
@@ -455,6 +461,7 @@ class Bed:
             except OSError:
                 shutil.copy2(os.path.join(built, name), os.path.join(self.daemons, name))
         self.bin = binary()
+        self.ctl_auth = None  # (user, password) of the REST API, when the test sets one
         self.net = Net(workdir)
         self.moto = None
         try:
@@ -531,8 +538,9 @@ class Bed:
 
     def ctl(self, t, *args, timeout=30):
         """ipfs-cluster-ctl against the task's REST API, from inside the task; JSON objects."""
-        p = sh(os.path.join(self.daemons, "ipfs-cluster-ctl"), "--host", "/ip4/127.0.0.1/tcp/9094", "--enc=json", "--timeout",
-               str(timeout), *args, ns=t.ns, timeout=timeout + 15, check=False)
+        auth = ("--basic-auth", "%s:%s" % self.ctl_auth, "--force-http") if self.ctl_auth else ()
+        p = sh(os.path.join(self.daemons, "ipfs-cluster-ctl"), "--host", "/ip4/127.0.0.1/tcp/9094", "--enc=json",
+               "--timeout", str(timeout), *auth, *args, ns=t.ns, timeout=timeout + 15, check=False)
         if p.returncode != 0:
             raise BedError("ipfs-cluster-ctl %s in %s: %s" % (" ".join(args), t.name, p.stderr.strip()))
         return json_stream(p.stdout)
