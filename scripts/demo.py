@@ -1,124 +1,317 @@
 #!/usr/bin/env python3
-"""Local demo: 3 peers bootstrap on loopback against moto's Cloud Map.
+"""The demo's body; scripts/demo.sh runs it inside one user+network namespace.
 
-Starts moto's server on 127.0.0.1, creates a Cloud Map HTTP namespace and
-service, then starts three ipfs-cluster-bootstrap processes at the same instant
-on 127.0.0.2-4, each execing the ipfs-cluster-service TEST DOUBLE (no real
-daemon can be installed here). Prints each peer's decision and the cluster they
-formed, then stops everything. Nothing leaves the loopback interface.
+Three "tasks" on 127.0.0.2, .3 and .4, each with the real kubo (`ipfs
+daemon`) and ipfs-cluster-bootstrap, which registers in Cloud Map (moto's
+server on 127.0.0.1:5000), decides and execs the real `ipfs-cluster-service
+daemon`. Every listener is on the task's own address and the standard ports.
+Then: each peer's decision, `ipfs-cluster-ctl peers ls` on each, an `add` on
+the first task, the file fetched back from the last task's gateway.
+
+  demo.py crdt|raft     (env: ICB_BINARY, ICB_DAEMONS: the binaries to run)
+
+It refuses to run outside a network namespace that has nothing but `lo`:
+ipfs-cluster sends UPnP/SSDP multicast and a NAT-PMP query whenever it starts.
 """
-import json, os, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
+import json, os, secrets, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "debug", "ipfs-cluster-bootstrap")
-DOUBLE = os.path.join(ROOT, "tests", "double", "ipfs-cluster-service")
-VENV = os.path.join(ROOT, ".venv", "bin")
+sys.path.insert(0, os.path.join(ROOT, "tests", "real"))
+from bed import CLUSTER_BED_ENV, json_stream, kubo_offline  # noqa: E402  (the test bed's settings)
+
 CONSENSUS = sys.argv[1] if len(sys.argv) > 1 else "crdt"
-IPS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
-SECRET = os.urandom(32).hex()
+TASKS = [("task%d" % n, "127.0.0.%d" % (n + 1)) for n in (1, 2, 3)]
+MOTO = ("127.0.0.1", 5000)
+T0 = time.time()
+URL = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy
+NAMES = {}  # peer ID -> task name, for printing
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class Failed(Exception):
+    pass
 
 
-def get_json(url):
-    try:
-        with urllib.request.urlopen(url, timeout=1) as r:
-            return json.load(r)
-    except Exception:
+def say(msg=""):
+    print("[%5.1fs] %s" % (time.time() - T0, msg) if msg else "", flush=True)
+
+
+def short(text):
+    for pid, name in NAMES.items():
+        text = text.replace(pid, "<%s>" % name)
+    return text
+
+
+def wait_for(what, fn, timeout, interval=0.5):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        try:
+            last = fn()
+            if last:
+                return last
+        except Failed:
+            raise
+        except Exception as e:  # noqa: BLE001 (not ready yet)
+            last = e
+        time.sleep(interval)
+    raise Failed("timed out after %d s waiting for %s (last: %s)" % (timeout, what, last))
+
+
+def only_loopback():
+    """Why this process's network namespace is not safe for the daemons, or None."""
+    with open("/proc/self/net/dev") as f:
+        ifaces = {line.split(":")[0].strip() for line in f.readlines()[2:]}
+    if ifaces != {"lo"}:
+        return "interfaces %s besides lo" % sorted(ifaces - {"lo"})
+    with open("/proc/self/net/route") as f:
+        if len(f.readlines()) > 1:
+            return "it has IPv4 routes"
+    if "UP" not in subprocess.run(["ip", "-o", "link", "show", "lo"], capture_output=True, text=True).stdout:
+        return "lo is down"
+    return None
+
+
+class Task:
+    def __init__(self, work, bindir, name, ip):
+        self.name, self.ip, self.dir = name, ip, os.path.join(work, name)
+        self.ipfs_path, self.cluster_path = os.path.join(self.dir, "ipfs"), os.path.join(self.dir, "cluster")
+        os.makedirs(self.dir)
+        self.path = "%s:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin" % bindir
+        self.kubo = self.cluster = None
+
+    def spawn(self, argv, env, log):
+        with open(os.path.join(self.dir, log), "wb") as out:
+            return subprocess.Popen(argv, env=env, cwd=self.dir, stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+
+    def kubo_env(self):
+        return {"PATH": self.path, "HOME": self.dir, "IPFS_PATH": self.ipfs_path, "IPFS_TELEMETRY": "off"}
+
+    def init_kubo(self):
+        subprocess.run(["ipfs", "init", "--profile=test"], env=self.kubo_env(), check=True, capture_output=True)
+        path = os.path.join(self.ipfs_path, "config")
+        cfg = kubo_offline(json.load(open(path)))
+        cfg["Addresses"]["API"] = "/ip4/%s/tcp/5001" % self.ip
+        cfg["Addresses"]["Gateway"] = "/ip4/%s/tcp/8080" % self.ip
+        cfg["Addresses"]["Swarm"] = ["/ip4/%s/tcp/4001" % self.ip]
+        with open(path, "w") as f:
+            json.dump(cfg, f, indent=2)
+        self.kubo = self.spawn(["ipfs", "daemon"], self.kubo_env(), "kubo.log")
+
+    def kubo_up(self):
+        if self.kubo.poll() is not None:
+            raise Failed("%s's kubo exited %s (%s/kubo.log)" % (self.name, self.kubo.returncode, self.dir))
+        req = urllib.request.Request("http://%s:5001/api/v0/id" % self.ip, method="POST")
+        return json.load(URL.open(req, timeout=2))["ID"]
+
+    def start_cluster(self, binary, secret):
+        env = dict(CLUSTER_BED_ENV, PATH=self.path, HOME=self.dir, IPFS_CLUSTER_PATH=self.cluster_path,
+                   IPFS_CLUSTER_CONSENSUS=CONSENSUS, CLUSTER_SECRET=secret, CLUSTER_PEERNAME=self.name,
+                   CLUSTER_CRDT_TRUSTEDPEERS="*")
+        for var, port in [("CLUSTER_LISTENMULTIADDRESS", 9096), ("CLUSTER_RESTAPI_HTTPLISTENMULTIADDRESS", 9094),
+                          ("CLUSTER_IPFSPROXY_LISTENMULTIADDRESS", 9095), ("CLUSTER_IPFSPROXY_NODEMULTIADDRESS", 5001),
+                          ("CLUSTER_PINSVCAPI_HTTPLISTENMULTIADDRESS", 9097),
+                          ("CLUSTER_IPFSHTTP_NODEMULTIADDRESS", 5001)]:
+            env[var] = "/ip4/%s/tcp/%d" % (self.ip, port)
+        env.update({
+            "AWS_ENDPOINT_URL": "http://%s:%d" % MOTO, "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "demo",
+            "AWS_SECRET_ACCESS_KEY": "demo", "AWS_EC2_METADATA_DISABLED": "true",
+            "BOOTSTRAP_DISCOVERY": "cloudmap", "BOOTSTRAP_CLOUDMAP_NAMESPACE": "ipfs-demo",
+            "BOOTSTRAP_CLOUDMAP_SERVICE": "cluster-peers", "BOOTSTRAP_EXPECT": "3", "BOOTSTRAP_SETTLE": "2s",
+            "BOOTSTRAP_TIMEOUT": "120s", "BOOTSTRAP_ADVERTISE_IP": self.ip, "BOOTSTRAP_LOOPBACK_ONLY": "true",
+            "BOOTSTRAP_RUN_AS": "none",  # root here is only the namespace's root: stay this user
+            "BOOTSTRAP_LOG_FORMAT": "json", "BOOTSTRAP_LOG_LEVEL": "info,aws=warn",
+        })
+        self.cluster = self.spawn([binary], env, "cluster.log")
+
+    def log(self, name="cluster.log"):
+        with open(os.path.join(self.dir, name), "rb") as f:
+            return f.read()
+
+    def decision(self):
+        for line in self.log().splitlines():
+            if line.startswith(b"{") and b'"event":"decision"' in line:
+                ev = json.loads(line)
+                ev["record"] = json.loads(ev["record"])
+                return ev
+        if self.cluster.poll() is not None:
+            raise Failed("%s's ipfs-cluster-bootstrap exited %s before deciding (%s/cluster.log)"
+                         % (self.name, self.cluster.returncode, self.dir))
         return None
+
+    def ctl(self, *args, timeout=30):
+        p = subprocess.run(["ipfs-cluster-ctl", "--host", "/ip4/%s/tcp/9094" % self.ip, "--enc=json",
+                            "--timeout", str(timeout)] + list(args), env={"PATH": self.path, "HOME": self.dir},
+                           capture_output=True, text=True, timeout=timeout + 15)
+        if p.returncode != 0:
+            raise RuntimeError("ipfs-cluster-ctl %s on %s: %s" % (" ".join(args), self.name, p.stderr.strip()))
+        return json_stream(p.stdout)
+
+    def stop(self):
+        for p in (self.cluster, self.kubo):  # the cluster peer first: it needs its kubo to stop cleanly
+            if p is not None and p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+                try:
+                    p.wait(20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait()
+
+
+def start_moto(work):
+    out = open(os.path.join(work, "moto.log"), "wb")
+    moto = subprocess.Popen([os.path.join(ROOT, ".venv", "bin", "moto_server"), "-H", MOTO[0], "-p", str(MOTO[1])],
+                            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    wait_for("moto_server", lambda: socket.create_connection(MOTO, 0.2).close() or True, 30, 0.1)
+    import boto3, botocore.config
+    # inject_host_prefix off: DiscoverInstances would otherwise ask for a "data-…" host name.
+    sd = boto3.client("servicediscovery", region_name="us-east-1", endpoint_url="http://%s:%d" % MOTO,
+                      aws_access_key_id="demo", aws_secret_access_key="demo",
+                      config=botocore.config.Config(inject_host_prefix=False))
+    op = sd.create_http_namespace(Name="ipfs-demo")["OperationId"]
+    ns = sd.get_operation(OperationId=op)["Operation"]["Targets"]["NAMESPACE"]
+    sd.create_service(Name="cluster-peers", NamespaceId=ns)
+    return moto
+
+
+def demo(work, tasks, binary):
+    say("moto's server on %s:%d: Cloud Map namespace ipfs-demo, service cluster-peers" % MOTO)
+    for t in tasks:
+        t.init_kubo()
+    for t in tasks:
+        NAMES[wait_for("%s's kubo" % t.name, t.kubo_up, 60, 0.2)] = t.name + "'s kubo"
+    say("kubo v0.43.0 up on %s (API :5001, gateway :8080, swarm :4001; offline settings)"
+        % ", ".join(t.ip for t in tasks))
+
+    secret = secrets.token_hex(32)
+    for t in tasks:
+        t.start_cluster(binary, secret)
+    say("started 3 ipfs-cluster-bootstrap at once: Cloud Map, --expect 3, %s; each execs ipfs-cluster-service"
+        " v1.1.6" % CONSENSUS)
+    for t in tasks:
+        ev = wait_for("%s's decision" % t.name, t.decision, 150, 0.2)
+        NAMES[ev["record"]["facts"]["me"]["peer_id"]] = t.name
+        t.ev = ev
+    for t in tasks:
+        ev = t.ev
+        say("%s %s  decision %-5s %s" % (t.name, t.ip, ev["action"].upper(), short(ev["reason"])))
+        argv = ev["record"]["daemon_argv"]
+        say("%s exec: %s" % (" " * 19, short(" ".join([os.path.basename(argv[0])] + argv[1:]))))
+
+    if CONSENSUS == "raft":
+        sets = {}
+        for t in tasks:
+            conf = json.load(open(os.path.join(t.cluster_path, "service.json")))
+            sets[t.name] = conf["consensus"]["raft"]["init_peerset"]
+        for name, s in sets.items():
+            say("%s service.json raft.init_peerset: [%s]" % (name, ", ".join(short(p) for p in s)))
+        if any(sorted(s) != sorted(sets["task1"]) for s in sets.values()):
+            raise Failed("the tasks' init_peerset differ")
+
+    ids = sorted(t.ev["record"]["facts"]["me"]["peer_id"] for t in tasks)
+
+    def one_cluster():
+        for t in tasks:
+            if t.cluster.poll() is not None:
+                raise Failed("%s's daemon exited %s (%s/cluster.log)" % (t.name, t.cluster.returncode, t.dir))
+            t.peers = t.ctl("peers", "ls", timeout=20)
+            if sorted(p["id"] for p in t.peers if not p.get("error")) != ids:
+                return False
+        return True
+    wait_for("one cluster of the 3 peers (ipfs-cluster-ctl peers ls on each)", one_cluster, 150, 1)
+    for t in tasks:
+        say("%s$ ipfs-cluster-ctl peers ls:  %s" % (t.name, ";  ".join(
+            "%s sees %d other peers" % (p["peername"], len(p["cluster_peers"]) - 1)
+            for p in sorted(t.peers, key=lambda p: p["peername"]))))
+    if CONSENSUS == "raft":
+        def leaders():
+            out = {}
+            for t in tasks:
+                for line in t.log().splitlines():
+                    if b"Current Raft Leader: " in line:
+                        out[t.name] = line.rsplit(b"Current Raft Leader: ", 1)[1].strip().decode()
+            return out if len(out) == len(tasks) else None
+        named = wait_for("every raft peer to log its leader", leaders, 30)
+        say("raft leader, as each daemon logged it: %s"
+            % short(", ".join("%s: %s" % kv for kv in sorted(named.items()))))
+        if len(set(named.values())) != 1:
+            raise Failed("the peers name different leaders")
+
+    data = b"ipfs-cluster-bootstrap demo, %s, %s\n" % (CONSENSUS.encode(), time.ctime().encode()) + \
+        secrets.token_bytes(256 * 1024)
+    src = os.path.join(work, "demo-file")
+    with open(src, "wb") as f:
+        f.write(data)
+    first, last = tasks[0], tasks[-1]
+    added = wait_for("ipfs-cluster-ctl add", lambda: first.ctl("add", "--wait", "--wait-timeout", "60s", src,
+                                                               timeout=90), 120, 2)
+    cid = added[-1]["cid"]
+    say("%s$ ipfs-cluster-ctl add --wait demo-file (%d bytes) -> %s" % (first.name, len(data), cid))
+    status = first.ctl("status", cid)[0]["peer_map"]
+    say("%s$ ipfs-cluster-ctl status: %s" % (first.name, short(", ".join(
+        "%s %s" % (v["peername"], v["status"]) for v in sorted(status.values(), key=lambda v: v["peername"])))))
+    url = "http://%s:8080/ipfs/%s" % (last.ip, cid)
+    got = wait_for(url, lambda: URL.open(url, timeout=30).read(), 60, 1)
+    same = got == data
+    say("GET %s: %d bytes, %s" % (url, len(got), "identical to the file added" if same else "DIFFERENT"))
+    if not same:
+        raise Failed("the gateway returned other bytes")
+    return cid
+
+
+def interrupted(*_):
+    raise KeyboardInterrupt
 
 
 def main():
-    work = tempfile.mkdtemp(prefix="icb-demo-")
-    port = free_port()
-    procs = []
-    moto = subprocess.Popen([os.path.join(VENV, "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    signal.signal(signal.SIGTERM, interrupted)  # PID 1 of the namespace ignores it otherwise
+    why = only_loopback()
+    if why:
+        sys.exit("demo.py: refusing to start the daemons: this network namespace is not an empty one (%s); "
+                 "run scripts/demo.sh" % why)
+    binary, daemons = os.environ["ICB_BINARY"], os.environ["ICB_DAEMONS"]
+    work = tempfile.mkdtemp(prefix="icb-demo-%s-" % CONSENSUS)
+    os.chmod(work, 0o755)
+    bindir = os.path.join(work, "bin")
+    os.makedirs(bindir)
+    # Copies, so that a rebuild of target/debug meanwhile changes nothing here.
+    for src in [binary] + [os.path.join(daemons, n) for n in ("ipfs", "ipfs-cluster-service", "ipfs-cluster-ctl")]:
+        dst = os.path.join(bindir, os.path.basename(src))
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+    binary = os.path.join(bindir, os.path.basename(binary))
+    tasks = [Task(work, bindir, name, ip) for name, ip in TASKS]
+    moto, ok = None, False
     try:
-        endpoint = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        import boto3
-        sd = boto3.client("servicediscovery", region_name="us-east-1", endpoint_url=endpoint,
-                          aws_access_key_id="demo", aws_secret_access_key="demo")
-        sd.create_http_namespace(Name="ipfs-demo")
-        ns = [n for n in sd.list_namespaces()["Namespaces"] if n["Name"] == "ipfs-demo"][0]["Id"]
-        sd.create_service(Name="cluster-peers", NamespaceId=ns)
-        print(f"moto's server on {endpoint}: Cloud Map namespace ipfs-demo, service cluster-peers\n")
-
-        for i, ip in enumerate(IPS):
-            d = os.path.join(work, f"peer{i}")
-            os.makedirs(d)
-            env = {
-                "PATH": f"{VENV}:/usr/local/bin:/usr/bin:/bin", "HOME": d,
-                "IPFS_CLUSTER_PATH": os.path.join(d, "config"), "IPFS_CLUSTER_CONSENSUS": CONSENSUS,
-                "CLUSTER_SECRET": SECRET, "CLUSTER_PEERNAME": f"peer{i}",
-                "CLUSTER_LISTENMULTIADDRESS": f"/ip4/{ip}/tcp/9096",
-                "CLUSTER_RESTAPI_HTTPLISTENMULTIADDRESS": f"/ip4/{ip}/tcp/9094",
-                "CLUSTER_MONITORPINGINTERVAL": "1s",
-                "AWS_ENDPOINT_URL": endpoint, "AWS_REGION": "us-east-1",
-                "AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo", "AWS_EC2_METADATA_DISABLED": "true",
-                "BOOTSTRAP_DISCOVERY": "cloudmap", "BOOTSTRAP_CLOUDMAP_NAMESPACE": "ipfs-demo",
-                "BOOTSTRAP_CLOUDMAP_SERVICE": "cluster-peers", "BOOTSTRAP_EXPECT": "3", "BOOTSTRAP_SETTLE": "2s",
-                "BOOTSTRAP_TIMEOUT": "60s", "BOOTSTRAP_ADVERTISE_IP": ip, "BOOTSTRAP_DAEMON_BIN": DOUBLE,
-                "BOOTSTRAP_LOOPBACK_ONLY": "true", "BOOTSTRAP_LOG_FORMAT": "json",
-                # The test double runs on this venv's Python: keep the current user.
-                "BOOTSTRAP_RUN_AS": "none",
-            }
-            log = open(os.path.join(d, "log"), "w")
-            procs.append((ip, d, subprocess.Popen([BIN], env=env, stdin=subprocess.DEVNULL,
-                                                  stdout=log, stderr=subprocess.STDOUT)))
-        print(f"started 3 peers at once ({CONSENSUS}, --expect 3) on {', '.join(IPS)}\n")
-
-        decisions = {}
-        deadline = time.time() + 60
-        while time.time() < deadline and len(decisions) < 3:
-            for ip, d, _ in procs:
-                for line in open(os.path.join(d, "log")):
-                    if line.startswith("{") and '"event":"decision"' in line:
-                        decisions[ip] = json.loads(json.loads(line)["record"])
-            time.sleep(0.3)
-        for ip, d, _ in procs:
-            r = decisions.get(ip)
-            if not r:
-                print(f"{ip}: no decision; log in {d}/log")
-                continue
-            dec = r["decision"]
-            print(f"{ip}  {r['facts']['me']['peer_id'][:20]}…  {dec['action'].upper():5}  {r['reason_text']}")
-            print(f"{'':11}argv: {' '.join(os.path.basename(a) if a == DOUBLE else a for a in r['daemon_argv'])}")
-
-        states = {}
-        while time.time() < deadline:
-            states = {ip: get_json(f"http://{ip}:9094/_double/state") for ip in IPS}
-            if all(s and s.get("ready") and len(s.get("peers", [])) == 3 for s in states.values()):
-                break
-            time.sleep(0.3)
-        clusters = {s["cluster_id"] for s in states.values() if s}
-        print()
-        for ip, s in states.items():
-            print(f"{ip}: cluster {s and s['cluster_id']}, sees {s and len(s['peers'])} peers, ready={s and s['ready']}")
-        ok = len(clusters) == 1 and all(s and len(s["peers"]) == 3 for s in states.values())
-        print("\nRESULT:", "one cluster of 3 peers" if ok else f"NOT one cluster: {clusters}")
-        return 0 if ok else 1
+        moto = start_moto(work)
+        cid = demo(work, tasks, binary)
+        ok = True
+    except (Failed, subprocess.CalledProcessError, OSError) as e:
+        say("FAILED: %s" % e)
+    except KeyboardInterrupt:
+        say("interrupted")
     finally:
-        for _, _, p in procs:
-            p.send_signal(signal.SIGTERM)
-        for _, _, p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        moto.terminate()
-        moto.wait()
-        shutil.rmtree(work, ignore_errors=True)
+        say("stopping the daemons, kubo and moto")
+        for t in tasks:
+            t.stop()
+        if moto:
+            moto.terminate()
+            moto.wait()
+        say("stopped")
+    print()
+    if ok:
+        print("RESULT: one %s cluster of 3 peers, formed through Cloud Map by ipfs-cluster-bootstrap; %s added on "
+              "task1 came back byte for byte from task3's gateway." % (CONSENSUS, cid))
+        shutil.rmtree(bindir, ignore_errors=True)
+        for t in tasks:  # keep the logs and the daemons' config, drop their data (70 MB a task)
+            shutil.rmtree(t.ipfs_path, ignore_errors=True)
+            shutil.rmtree(os.path.join(t.cluster_path, "pebble"), ignore_errors=True)
+    else:
+        print("RESULT: FAILED (see above).")
+    print("Logs: %s/task{1,2,3}/{cluster,kubo}.log, %s/moto.log" % (work, work))
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -1,8 +1,105 @@
 #!/usr/bin/env bash
-# The local demo: 3 peers bootstrapping on loopback against moto's Cloud Map.
+# The demo: 3 "ECS tasks" on one machine, each with the real kubo and
+# ipfs-cluster-bootstrap execing the real ipfs-cluster-service v1.1.6; they
+# find each other in Cloud Map (moto's server). Prints each peer's decision,
+# the cluster the daemons report, and a file added on one task and fetched
+# from another task's gateway.
 #   scripts/demo.sh [crdt|raft]
+#
+# Everything runs inside ONE new user+network namespace that has only `lo`
+# (ipfs-cluster sends UPnP/SSDP and NAT-PMP whenever it starts): no root
+# needed, nothing reaches the host's network. Each task is 127.0.0.N (2, 3, 4)
+# on the standard ports. If user namespaces are not allowed, it stops.
+#
+# The first run builds: this tool (cargo, debug) and the daemons from Go
+# source (scripts/setup-testbed.sh --demo, cached under ~/.cache). Parallel
+# jobs are sized from free memory (about 1.5 GB each); set CARGO_BUILD_JOBS or
+# GOMAXPROCS to choose. ICB_BINARY=path runs that ipfs-cluster-bootstrap
+# instead of building one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup-testbed.sh
-cargo build --locked --quiet
-exec .venv/bin/python scripts/demo.py "${1:-crdt}"
+consensus=${1:-crdt}
+case $consensus in
+  crdt | raft) ;;
+  *) echo "usage: scripts/demo.sh [crdt|raft]" >&2; exit 64 ;;
+esac
+say() { echo "demo: $*" >&2; }
+
+# The namespace: a user namespace (we are its root), a network namespace with
+# only lo, and a PID namespace so that nothing outlives the demo.
+NS=(unshare --user --map-root-user --net --pid --fork --kill-child)
+userns_check() {
+  local err
+  err=$("${NS[@]}" sh -c 'ip link set lo up' 2>&1) && return 0
+  say "cannot create the user+network namespace the demo runs in:"
+  say "  \$ ${NS[*]} sh -c 'ip link set lo up'"
+  say "  $err"
+  local f=/proc/sys/kernel/apparmor_restrict_unprivileged_userns
+  if [ "$(cat $f 2>/dev/null)" = 1 ]; then
+    say "AppArmor restricts unprivileged user namespaces ($f = 1, Ubuntu >= 23.10)."
+    say "  allow them:  sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0"
+  fi
+  if [ "$(cat /proc/sys/user/max_user_namespaces 2>/dev/null)" = 0 ]; then
+    say "user namespaces are disabled (user.max_user_namespaces = 0)."
+    say "  allow them:  sudo sysctl -w user.max_user_namespaces=10000"
+  fi
+  if [ "$(cat /proc/sys/kernel/unprivileged_userns_clone 2>/dev/null)" = 0 ]; then
+    say "unprivileged user namespaces are disabled (kernel.unprivileged_userns_clone = 0)."
+    say "  allow them:  sudo sysctl -w kernel.unprivileged_userns_clone=1"
+  fi
+  say "inside a container, the runtime's seccomp or AppArmor profile may forbid unshare: run the demo on a VM"
+  say "or host, or give the container a profile that allows it."
+  say "The demo does not fall back to the host's network: the real daemons must not send UPnP/NAT-PMP there."
+  exit 77
+}
+if command -v unshare >/dev/null && command -v ip >/dev/null; then
+  userns_check # before any build: fail in a second, not after ten minutes
+fi
+
+# Parallel build jobs from free memory: a debug rustc of the AWS SDK crates
+# and a Go compile or link of kubo each peak near 1-1.5 GB.
+avail_mb=$(awk '/^MemAvailable:/ { print int($2 / 1024) }' /proc/meminfo)
+jobs=$((avail_mb / 1536))
+[ "$jobs" -le "$(nproc)" ] || jobs=$(nproc)
+[ "$jobs" -ge 1 ] || jobs=1
+export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-$jobs}
+export GOMAXPROCS=${GOMAXPROCS:-$jobs} # the go command's -p defaults to it (build-daemons.sh sets GOFLAGS itself)
+
+started=$(date +%s)
+say "set-up: Debian packages if missing, .venv with moto's server, and the real daemons" \
+  "(ipfs-cluster-service/-ctl and kubo, built from Go source: about 10-15 min on 2 CPUs the first time," \
+  "then cached; $GOMAXPROCS parallel Go jobs, ${avail_mb} MB free)"
+# go build prints nothing while it compiles: a line a minute shows it is alive.
+(
+  trap 'kill $! 2>/dev/null; exit 0' TERM
+  while :; do
+    sleep 60 &
+    wait $!
+    say "... still setting up ($((($(date +%s) - started) / 60)) min)"
+  done
+) &
+ticker=$!
+trap 'kill $ticker 2>/dev/null' EXIT
+scripts/setup-testbed.sh --demo
+daemons=$(scripts/build-daemons.sh | tail -n 1)
+kill $ticker 2>/dev/null
+trap - EXIT
+
+if [ -n "${ICB_BINARY:-}" ]; then
+  binary=$ICB_BINARY
+  say "using ICB_BINARY=$binary"
+else
+  say "building ipfs-cluster-bootstrap (cargo build, debug: about 5 min with $CARGO_BUILD_JOBS jobs" \
+    "the first time, then seconds)"
+  cargo build --locked
+  binary=$PWD/target/debug/ipfs-cluster-bootstrap
+fi
+[ -x "$binary" ] || { say "$binary is not an executable"; exit 66; }
+say "ready after $(($(date +%s) - started)) s; entering a new user+network namespace (only lo, no route out)"
+echo >&2
+
+userns_check
+# Nothing in the namespace may use a proxy: it could not be reached anyway.
+unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY no_proxy NO_PROXY
+export ICB_BINARY=$binary ICB_DAEMONS=$daemons
+exec "${NS[@]}" sh -c 'ip link set lo up && exec "$@"' sh .venv/bin/python scripts/demo.py "$consensus"
