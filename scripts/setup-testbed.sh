@@ -2,7 +2,8 @@
 # Installs what the tests need beside the Rust toolchain:
 #   - Debian packages: spin (the model checker) and gcc; iproute2 and nftables
 #     (each task of the real test bed is a network namespace with an egress
-#     drop rule); nginx-light (stands in for the ALB in front of the gateways).
+#     drop rule); nginx-light (stands in for the ALB in front of the gateways);
+#     tini (PID 1 of the shipped image, run as the image runs it).
 #   - a Python venv (.venv) with moto's server (the AWS API emulator), pytest
 #     (the real test bed's runner), dnslib (its name server) and cryptography
 #     (the ipfs-cluster-service test double makes real Ed25519 IDs).
@@ -26,6 +27,7 @@ if ! $demo; then
   command -v gcc >/dev/null || need+=(gcc)
   command -v nft >/dev/null || need+=(nftables)
   command -v nginx >/dev/null || need+=(nginx-light)
+  command -v tini >/dev/null || need+=(tini)
 fi
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then

@@ -545,6 +545,9 @@ class Bed:
             raise BedError("ipfs-cluster-ctl %s in %s: %s" % (" ".join(args), t.name, p.stderr.strip()))
         return json_stream(p.stdout)
 
+    def wait_for_decision(self, t, timeout=120):
+        return wait_decision(t, timeout)
+
     def peer_id(self, t):
         return json.load(open(os.path.join(t.cluster_path, "identity.json")))["id"]
 
@@ -608,3 +611,41 @@ def wait_decision(t, timeout=120):
                            % (t.name, t.cluster.returncode, t.cluster.logpath))
         return d
     return wait_for("%s's decision" % t.name, logged, timeout, interval=0.1)
+
+
+class NameServer:
+    """A name server in the root namespace (dnslib), on the bridge's address:
+    A records for names the test sets, NXDOMAIN for every other name, and no
+    recursion (nothing is ever forwarded)."""
+
+    def __init__(self, net):
+        from dnslib import QTYPE, RR, A
+        from dnslib.server import BaseResolver, DNSLogger, DNSServer
+
+        self.records = {}
+        records = self.records
+
+        class Resolver(BaseResolver):
+            def resolve(self, request, handler):
+                reply = request.reply()
+                name = str(request.q.qname).rstrip(".").lower()
+                if name in records:
+                    if request.q.qtype in (QTYPE.A, QTYPE.ANY):
+                        for ip in records[name]:
+                            reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=A(ip), ttl=5))
+                else:
+                    reply.header.rcode = 3  # NXDOMAIN
+                return reply
+
+        self.port = free_port(net.gw)
+        self.server = DNSServer(Resolver(), address=net.ip_ok(net.gw), port=self.port,
+                                logger=DNSLogger(log="-request,-reply,-truncated,-error,-recv,-send,-data"))
+        self.server.start_thread()
+        self.net = net
+        self.addr = "%s:%d" % (net.gw, self.port)
+
+    def set(self, name, ips):
+        self.records[name.lower()] = [self.net.ip_ok(ip) for ip in ips]
+
+    def close(self):
+        self.server.stop()
