@@ -101,6 +101,15 @@ class Net:
         # Marks the bridge as ours with the owner's pid, for cleanup_stale().
         with open(os.path.join(_state_dir(), self.bridge), "w") as f:
             f.write(str(os.getpid()))
+        # Every task resolves names through this server (its /etc/resolv.conf),
+        # which answers the names a test sets and NXDOMAIN for any other: no
+        # lookup ever leaves the bed. /etc/hosts entries: `hosts`.
+        self.hosts = {}
+        try:
+            self.dns = NameServer(self, port=53)
+        except Exception:
+            self.close()
+            raise
 
     def ip_ok(self, ip):
         """ip, or an exception unless it is loopback or in the test subnet."""
@@ -121,6 +130,8 @@ class Net:
     def close(self):
         for t in self.tasks:
             t.destroy()
+        if getattr(self, "dns", None):
+            self.dns.close()
         sh("ip", "link", "del", self.bridge, check=False)
         try:
             os.unlink(os.path.join(_state_dir(), self.bridge))
@@ -158,6 +169,7 @@ def cleanup_stale():
             sh("ip", "link", "del", name, check=False)
         else:
             sh("ip", "netns", "del", name, check=False)
+            shutil.rmtree(os.path.join("/etc/netns", name), ignore_errors=True)
         os.unlink(os.path.join(d, name))
 
 
@@ -203,6 +215,12 @@ class Task:
     # ------------------------------------------------------------ the host
     def create(self):
         ns, veth = self.ns, "icb%dt%d" % (self.net.x, self.k)
+        # `ip netns exec` bind-mounts /etc/netns/<ns>/* over /etc/*.
+        self.etc = os.path.join("/etc/netns", ns)
+        os.makedirs(self.etc, exist_ok=True)
+        with open(os.path.join(self.etc, "resolv.conf"), "w") as f:
+            f.write("nameserver %s\noptions attempts:1 timeout:1\n" % self.net.gw)
+        self.write_hosts()
         sh("ip", "netns", "add", ns)
         with open(os.path.join(_state_dir(), ns), "w") as f:
             f.write(str(os.getpid()))
@@ -223,6 +241,12 @@ class Task:
             if dst == "default" or ipaddress.ip_network(dst, strict=False) != self.net.subnet:
                 self.destroy()
                 raise BedError("namespace %s has a route beyond the test subnet: %s" % (ns, r))
+
+    def write_hosts(self):
+        lines = ["127.0.0.1 localhost", "%s %s" % (self.ip, self.name)]
+        lines += ["%s %s" % (ip, name) for name, ip in sorted(self.net.hosts.items()) if name != self.name]
+        with open(os.path.join(self.etc, "hosts"), "w") as f:
+            f.write("\n".join(lines) + "\n")
 
     def dropped(self):
         out = json.loads(sh("nft", "-j", "list", "chain", "inet", "icb", "out", ns=self.ns).stdout)
@@ -261,6 +285,7 @@ class Task:
             sh("ip", "netns", "del", self.ns, check=False)
             veth = "icb%dt%d" % (self.net.x, self.k)
             sh("ip", "link", "del", veth, check=False)
+            shutil.rmtree(self.etc, ignore_errors=True)
             try:
                 os.unlink(os.path.join(_state_dir(), self.ns))
             except OSError:
@@ -618,7 +643,7 @@ class NameServer:
     A records for names the test sets, NXDOMAIN for every other name, and no
     recursion (nothing is ever forwarded)."""
 
-    def __init__(self, net):
+    def __init__(self, net, port=None):
         from dnslib import QTYPE, RR, A
         from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
@@ -637,7 +662,7 @@ class NameServer:
                     reply.header.rcode = 3  # NXDOMAIN
                 return reply
 
-        self.port = free_port(net.gw)
+        self.port = port or free_port(net.gw)
         self.server = DNSServer(Resolver(), address=net.ip_ok(net.gw), port=self.port,
                                 logger=DNSLogger(log="-request,-reply,-truncated,-error,-recv,-send,-data"))
         self.server.start_thread()
@@ -649,3 +674,27 @@ class NameServer:
 
     def close(self):
         self.server.stop()
+
+
+# hashicorp/raft's own log ("raftlib", ERROR by default in ipfs-cluster) at
+# info: every state change ("entering leader state", "entering follower
+# state", "entering candidate state"). Logging only; add it to a cluster
+# environment to use raft_roles().
+RAFT_ROLE_LOGS = {"IPFS_CLUSTER_LOG_LEVEL": "info,raftlib:info"}
+
+
+def raft_roles(tasks):
+    """{task name: "leader", "follower" or "candidate"}: the last raft state each task's last
+    cluster run entered (needs RAFT_ROLE_LOGS). Unlike raft_leaders(), which reads the leader a
+    daemon named once at its start, this follows elections that happen while it runs."""
+    out = {}
+    for t in tasks:
+        path = os.path.join(t.dir, "cluster.%d.log" % t.runs_of("cluster"))
+        with open(path, "rb") as f:
+            for line in f:
+                i = line.find(b"entering ")
+                if i >= 0 and b" state" in line[i:] and b"raftlib" in line:
+                    role = line[i + len(b"entering "):].split(b" ", 1)[0].decode()
+                    if role in ("leader", "follower", "candidate"):
+                        out[t.name] = role
+    return out

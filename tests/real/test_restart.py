@@ -1,7 +1,7 @@
 """Restarts on kept storage, and launches over DNS and a static list, against the real daemons."""
 import pytest
 
-from bed import NameServer, decision, log, raft_leaders, stop
+from bed import decision, log
 from test_launch import assert_one_leader, launch
 
 
@@ -54,10 +54,9 @@ def test_five_at_once_over_dns_and_a_static_list(bed, discovery, consensus):
     tasks = [bed.task(k) for k in range(1, 6)]
     ips = [t.ip for t in tasks]
     if discovery == "dns":
-        dns = NameServer(bed.net)
-        dns.set("cluster.bed.internal", ips)
-        extra = {"BOOTSTRAP_DISCOVERY": "dns", "BOOTSTRAP_DNS_NAME": "cluster.bed.internal",
-                 "BOOTSTRAP_DNS_SERVER": dns.addr}
+        # The system's resolver (each task's /etc/resolv.conf names the bed's server).
+        bed.net.dns.set("cluster.bed.internal", ips)
+        extra = {"BOOTSTRAP_DISCOVERY": "dns", "BOOTSTRAP_DNS_NAME": "cluster.bed.internal"}
     else:
         extra = {"BOOTSTRAP_DISCOVERY": "static", "BOOTSTRAP_PEERS": ",".join(ips)}
     extra.update({"BOOTSTRAP_EXPECT": "5", "BOOTSTRAP_SETTLE": "2s", "BOOTSTRAP_TIMEOUT": "120s"})
@@ -71,5 +70,3 @@ def test_five_at_once_over_dns_and_a_static_list(bed, discovery, consensus):
     if consensus == "raft":
         assert_one_leader(tasks, ids)
     log("%s over %s: one cluster of 5" % (consensus, discovery))
-    if discovery == "dns":
-        dns.close()
