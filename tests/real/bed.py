@@ -168,6 +168,11 @@ def cleanup_stale():
         if name.startswith("icbbr"):
             sh("ip", "link", "del", name, check=False)
         else:
+            for pid in sh("ip", "netns", "pids", name, check=False).stdout.split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
             sh("ip", "netns", "del", name, check=False)
             shutil.rmtree(os.path.join("/etc/netns", name), ignore_errors=True)
         os.unlink(os.path.join(d, name))
@@ -282,6 +287,18 @@ class Task:
     def destroy(self):
         self.stop_all(kill=True)
         if self.exists:
+            # Everything still in the namespace (a child that left our process
+            # group, as tini's child does) dies with it.
+            for _ in range(3):
+                pids = sh("ip", "netns", "pids", self.ns, check=False).stdout.split()
+                if not pids:
+                    break
+                for pid in pids:
+                    try:
+                        os.kill(int(pid), signal.SIGKILL)
+                    except (ProcessLookupError, ValueError):
+                        pass
+                time.sleep(0.2)
             sh("ip", "netns", "del", self.ns, check=False)
             veth = "icb%dt%d" % (self.net.x, self.k)
             sh("ip", "link", "del", veth, check=False)
