@@ -104,6 +104,7 @@ def launch(seed, a):
                 clusters.append(set(v))
         rec["clusters"] = len(clusters)
         rec["split"] = len(clusters) > 1
+        # A Go daemon that panics exits 2.
         rec["exits"] = {t.name: t.cluster.returncode for t in live if t.cluster and t.cluster.poll() is not None}
         rec["actions"] = sorted((bedmod.decision(t) or {}).get("action", "none") for t in tasks)
         leaks = b.net.leaks()
@@ -113,7 +114,7 @@ def launch(seed, a):
     finally:
         b.close()
     rec["wall_s"] = round(time.time() - t0, 1)
-    if not rec.get("split") and not rec.get("error") and not rec.get("leaks"):
+    if rec.get("agreed_s") is not None and not rec.get("split") and not rec.get("error") and not rec.get("leaks"):
         import shutil
         shutil.rmtree(workdir, ignore_errors=True)
     else:
