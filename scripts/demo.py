@@ -13,7 +13,7 @@ the first task, the file fetched back from the last task's gateway.
 It refuses to run outside a network namespace that has nothing but `lo`:
 ipfs-cluster sends UPnP/SSDP multicast and a NAT-PMP query whenever it starts.
 """
-import json, os, secrets, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
+import json, os, secrets, shutil, signal, socket, subprocess, sys, tempfile, time, traceback, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "real"))
@@ -283,14 +283,17 @@ def main():
             shutil.copy2(src, dst)
     binary = os.path.join(bindir, os.path.basename(binary))
     tasks = [Task(work, bindir, name, ip) for name, ip in TASKS]
-    moto, ok = None, False
+    moto, ok, why = None, False, "FAILED (see above)"
     try:
         moto = start_moto(work)
         cid = demo(work, tasks, binary)
         ok = True
     except (Failed, subprocess.CalledProcessError, OSError) as e:
         say("FAILED: %s" % e)
+    except Exception:  # noqa: BLE001 (a bug here: show it, still stop everything and keep the logs)
+        say("FAILED:\n" + traceback.format_exc())
     except KeyboardInterrupt:
+        why = "INTERRUPTED"
         say("interrupted")
     finally:
         say("stopping the daemons, kubo and moto")
@@ -309,7 +312,7 @@ def main():
             shutil.rmtree(t.ipfs_path, ignore_errors=True)
             shutil.rmtree(os.path.join(t.cluster_path, "pebble"), ignore_errors=True)
     else:
-        print("RESULT: FAILED (see above).")
+        print("RESULT: %s." % why)
     print("Logs: %s/task{1,2,3}/{cluster,kubo}.log, %s/moto.log" % (work, work))
     return 0 if ok else 1
 

@@ -12,10 +12,10 @@
 # on the standard ports. If user namespaces are not allowed, it stops.
 #
 # The first run builds: this tool (cargo, debug) and the daemons from Go
-# source (scripts/setup-testbed.sh --demo, cached under ~/.cache). Parallel
-# jobs are sized from free memory (about 1.5 GB each); set CARGO_BUILD_JOBS or
-# GOMAXPROCS to choose. ICB_BINARY=path runs that ipfs-cluster-bootstrap
-# instead of building one.
+# source (scripts/setup-testbed.sh --demo, cached under ~/.cache): about 15
+# min on 2 CPUs. Parallel jobs are sized from available memory; set
+# CARGO_BUILD_JOBS or GOMAXPROCS to choose. ICB_BINARY=path runs that
+# ipfs-cluster-bootstrap instead of building one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 consensus=${1:-crdt}
@@ -56,19 +56,23 @@ if command -v unshare >/dev/null && command -v ip >/dev/null; then
   userns_check # before any build: fail in a second, not after ten minutes
 fi
 
-# Parallel build jobs from free memory: a debug rustc of the AWS SDK crates
-# and a Go compile or link of kubo each peak near 1-1.5 GB.
+# Parallel build jobs from free memory (measured on 2 CPUs: a Go compile or
+# link of kubo peaks near 1 GB, most rustc jobs 1-3 GB). One rustc cannot be
+# split: the debug build of the aws-sdk-ec2 crate alone peaks near 8 GB.
 avail_mb=$(awk '/^MemAvailable:/ { print int($2 / 1024) }' /proc/meminfo)
-jobs=$((avail_mb / 1536))
-[ "$jobs" -le "$(nproc)" ] || jobs=$(nproc)
-[ "$jobs" -ge 1 ] || jobs=1
-export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-$jobs}
-export GOMAXPROCS=${GOMAXPROCS:-$jobs} # the go command's -p defaults to it (build-daemons.sh sets GOFLAGS itself)
+jobs_for() { # MB per job
+  local j=$((avail_mb / $1))
+  [ "$j" -le "$(nproc)" ] || j=$(nproc)
+  [ "$j" -ge 1 ] || j=1
+  echo "$j"
+}
+export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-$(jobs_for 3072)}
+export GOMAXPROCS=${GOMAXPROCS:-$(jobs_for 1536)} # go's -p defaults to it (build-daemons.sh sets GOFLAGS)
 
 started=$(date +%s)
-say "set-up: Debian packages if missing, .venv with moto's server, and the real daemons" \
-  "(ipfs-cluster-service/-ctl and kubo, built from Go source: about 10-15 min on 2 CPUs the first time," \
-  "then cached; $GOMAXPROCS parallel Go jobs, ${avail_mb} MB free)"
+say "set-up: Debian packages if missing, .venv with moto's server (about 1 min), and the real daemons" \
+  "(ipfs-cluster-service/-ctl and kubo from Go source: about 6 min on 2 CPUs the first time, downloads" \
+  "included, then cached; $GOMAXPROCS parallel Go jobs, ${avail_mb} MB available)"
 # go build prints nothing while it compiles: a line a minute shows it is alive.
 (
   trap 'kill $! 2>/dev/null; exit 0' TERM
@@ -89,7 +93,11 @@ if [ -n "${ICB_BINARY:-}" ]; then
   binary=$ICB_BINARY
   say "using ICB_BINARY=$binary"
 else
-  say "building ipfs-cluster-bootstrap (cargo build, debug: about 5 min with $CARGO_BUILD_JOBS jobs" \
+  if [ ! -e target/debug/ipfs-cluster-bootstrap ] && [ "$avail_mb" -lt 8500 ]; then
+    say "WARNING: only ${avail_mb} MB available; compiling the aws-sdk-ec2 crate takes about 8 GB in one rustc"
+    say "  process (whatever the number of jobs). With less, add swap or pass ICB_BINARY=<a built binary>."
+  fi
+  say "building ipfs-cluster-bootstrap (cargo build, debug: about 8 min with $CARGO_BUILD_JOBS jobs" \
     "the first time, then seconds)"
   cargo build --locked
   binary=$PWD/target/debug/ipfs-cluster-bootstrap
