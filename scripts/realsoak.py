@@ -110,7 +110,9 @@ def launch(seed, a):
         leaks = b.net.leaks()
         rec["leaks"] = sum(n for c in leaks.values() for k, n in c.items() if k not in ("ssdp", "igmp"))
     except Exception as e:  # noqa: BLE001 (recorded, the run goes on)
+        import traceback
         rec["error"] = repr(e)[:300]
+        rec["where"] = traceback.format_exc(limit=-3)[-600:]
     finally:
         b.close()
     rec["wall_s"] = round(time.time() - t0, 1)
