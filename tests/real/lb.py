@@ -6,11 +6,12 @@ read from the template, never retyped. nginx runs in the root namespace and
 listens only on the bed's root-namespace address (10.77.X.254); its upstreams
 are task addresses only, written as IP literals, so it never resolves a name.
 
-Two listeners route to the same targets:
-  * `retrying`: `proxy_next_upstream error timeout http_502 http_503 http_504`:
-    a request that fails on one target is retried on the next, and nginx's
-    passive health (max_fails=1, fail_timeout=5s) skips a target that just
-    failed. An ALB does NOT do either.
+Two nginx, each with one listener:
+  * `retrying`: `proxy_next_upstream error timeout http_502 http_503 http_504`
+    over every task's gateway, never reconfigured: a request that fails on
+    one target is retried on the next, and nginx's passive health
+    (max_fails=1, fail_timeout=5s) skips a target that just failed. An ALB
+    does NOT do either.
   * `strict`: `proxy_next_upstream off` and max_fails=0: the answer of the
     one target chosen is the answer, and only the active health checks take
     a target out, as with an ALB (which retries nothing: a target that
@@ -21,21 +22,26 @@ Two listeners route to the same targets:
 What an ALB does and nginx-light cannot: active health checks. `HealthChecker`
 does them as the target group describes (GET the health-check path on the
 target port every interval, healthy after HealthyThresholdCount successes,
-unhealthy after UnhealthyThresholdCount failures) and rewrites nginx's upstream
-to the healthy targets (all of them when none is healthy: an ALB fails open).
+unhealthy after UnhealthyThresholdCount failures) and rewrites the strict
+nginx's upstream to the healthy targets (all of them when none is healthy: an ALB fails open).
 `register`/`deregister` are what ECS does around a task of the service: a
 planned stop deregisters the target first; a new task's target starts
 unhealthy ("initial") until it passes HealthyThresholdCount checks.
 The interval is scaled down for the bed (`interval=`), the thresholds are kept.
 """
+import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 
-from bed import ROOT, BedError, free_port, http, log, stop, wait_for
+from bed import ROOT, BedError, free_port, log, stop, wait_for
+from bed import http as bed_http
 
 TEMPLATE = os.path.join(ROOT, "deploy", "cloudformation.json")
 
@@ -72,7 +78,7 @@ pid %(dir)s/nginx.pid;
 error_log %(dir)s/error.log info;
 events { worker_connections 512; }
 http {
-    log_format lb '$msec $server_port "$request" $status up=[$upstream_addr] '
+    log_format lb '$msec $server_port "$request" $status $body_bytes_sent up=[$upstream_addr] '
                   'upst=[$upstream_status] t=$request_time ut=[$upstream_response_time]';
     access_log %(dir)s/access.log lb;
     client_body_temp_path %(dir)s/tmp/body;
@@ -89,109 +95,140 @@ http {
     proxy_read_timeout %(read_timeout)s;
     add_header X-Upstream $upstream_addr always;
     server {
-        listen %(ip)s:%(retrying)d;
+        listen %(ip)s:%(port)d;
         location / {
             proxy_pass http://gateways;
-            proxy_next_upstream error timeout http_502 http_503 http_504;
-            proxy_next_upstream_tries 0;
-        }
-    }
-    server {
-        listen %(ip)s:%(strict)d;
-        location / {
-            proxy_pass http://targets;
-            proxy_next_upstream off;
+%(next_upstream)s
         }
     }
 }
 """
 
+RETRYING = """            proxy_next_upstream error timeout http_502 http_503 http_504;
+            proxy_next_upstream_tries 0;"""
+STRICT = """            proxy_next_upstream off;"""
+
+
+class Nginx:
+    """One nginx (master and one worker) in the root namespace, on ip:port, in front of `addrs`."""
+
+    def __init__(self, net, workdir, name, port, next_upstream, server_opts, addrs, connect_timeout, read_timeout):
+        self.net, self.name, self.server_opts = net, name, server_opts
+        self.dir = os.path.join(workdir, name)
+        os.makedirs(os.path.join(self.dir, "tmp"), exist_ok=True)
+        os.chmod(os.path.join(self.dir, "tmp"), 0o777)  # nginx's workers run as nobody
+        self.ip, self.port = net.ip_ok(net.gw), port
+        conf = os.path.join(self.dir, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(CONF % {"dir": self.dir, "ip": self.ip, "port": port, "next_upstream": next_upstream,
+                            "connect_timeout": connect_timeout, "read_timeout": read_timeout})
+        self.write_upstream(addrs)
+        self.logf = open(os.path.join(self.dir, "nginx.log"), "wb")
+        self.proc = subprocess.Popen(["nginx", "-c", conf, "-p", self.dir], stdout=self.logf,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        wait_for("nginx %s on %s:%d" % (name, self.ip, port), self._listening, 20, interval=0.1)
+
+    def _listening(self):
+        if self.proc.poll() is not None:
+            raise BedError("nginx exited %s (%s)" % (self.proc.returncode, os.path.join(self.dir, "error.log")))
+        socket.create_connection((self.ip, self.port), 0.2).close()
+        return True
+
+    def write_upstream(self, addrs):
+        tmp = os.path.join(self.dir, "upstream.conf.tmp")
+        with open(tmp, "w") as f:
+            f.write("upstream gateways {\n%s    keepalive 16;\n}\n"
+                    % "".join("    server %s %s;\n" % (a, self.server_opts) for a in addrs))
+        os.rename(tmp, os.path.join(self.dir, "upstream.conf"))
+
+    def reload(self, addrs):
+        self.write_upstream(addrs)
+        os.kill(self.proc.pid, signal.SIGHUP)
+
+    def aborts(self):
+        """Times nginx's old worker aborted connections on a reload ("open socket ... left", "aborting")."""
+        out = []
+        with open(os.path.join(self.dir, "error.log")) as f:
+            for line in f:
+                if "[alert]" in line and "aborting" in line:
+                    out.append(time.mktime(time.strptime(line[:19], "%Y/%m/%d %H:%M:%S")))
+        return out
+
+    def close(self):
+        stop(self.proc)
+        self.logf.close()
+
 
 class LB:
-    """nginx in front of the tasks' gateways on the target group's port."""
+    """The ALB stand-in in front of the tasks' gateways on the target group's port: two nginx.
+
+    `retrying`: every task's gateway, always (never reloaded), passive health (max_fails=1,
+    fail_timeout=5s) and proxy_next_upstream. `strict`: only the targets the active health checks
+    find healthy (reloaded when that changes), no retry and no passive health (max_fails=0), as an
+    ALB. A reload can cut a response in flight (nginx 1.22's old worker sometimes exits at once,
+    "open socket ... left in connection", "aborting"): a harness artifact, which `strict.aborts()`
+    tells apart."""
 
     def __init__(self, bed, tasks, connect_timeout="2s", read_timeout="60s"):
         self.bed = bed
         self.tg = target_group()
         self.ip = bed.net.gw
-        self.dir = os.path.join(bed.workdir, "lb")
-        os.makedirs(os.path.join(self.dir, "tmp"), exist_ok=True)
-        os.chmod(os.path.join(self.dir, "tmp"), 0o777)  # nginx's workers run as nobody
-        self.retrying = free_port(self.ip)
-        self.strict = free_port(self.ip)
-        self.routed = list(tasks)  # the targets nginx's upstream lists
         self.lock = threading.Lock()
-        self.conf = os.path.join(self.dir, "nginx.conf")
-        with open(self.conf, "w") as f:
-            f.write(CONF % {"dir": self.dir, "ip": bed.net.ip_ok(self.ip), "retrying": self.retrying,
-                            "strict": self.strict, "connect_timeout": connect_timeout,
-                            "read_timeout": read_timeout})
-        self._write_upstream()
-        self.logf = open(os.path.join(self.dir, "nginx.log"), "wb")
-        self.proc = subprocess.Popen(["nginx", "-c", self.conf, "-p", self.dir], stdout=self.logf,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        for port in (self.retrying, self.strict):
-            wait_for("nginx on %s:%d" % (self.ip, port), lambda: self._listening(port), 20, interval=0.1)
+        self.routed = sorted(tasks, key=lambda t: t.k)  # the targets the strict listener routes to
+        workdir = os.path.join(bed.workdir, "lb")
+        args = dict(connect_timeout=connect_timeout, read_timeout=read_timeout)
+        self.retrying_nginx = Nginx(bed.net, workdir, "retrying", free_port(self.ip), RETRYING,
+                                    "max_fails=1 fail_timeout=5s", self._addrs(tasks), **args)
+        self.strict_nginx = Nginx(bed.net, workdir, "strict", free_port(self.ip), STRICT, "max_fails=0",
+                                  self._addrs(tasks), **args)
+        self.retrying, self.strict = self.retrying_nginx.port, self.strict_nginx.port
         log("nginx (ALB stand-in) on %s: retrying :%d, strict :%d -> gateways :%d, health %s"
             % (self.ip, self.retrying, self.strict, self.tg["port"], self.tg["health_path"]))
 
-    def _listening(self, port):
-        if self.proc.poll() is not None:
-            raise BedError("nginx exited %s (%s)" % (self.proc.returncode, os.path.join(self.dir, "error.log")))
-        import socket
-        socket.create_connection((self.ip, port), 0.2).close()
-        return True
-
-    def _write_upstream(self):
-        # `gateways` (retrying): nginx's passive health as well, a target that failed is skipped for
-        # 5 s. `targets` (strict): max_fails=0, only the active health checks decide, as an ALB.
-        addrs = ["%s:%d" % (self.bed.net.ip_ok(t.ip), self.tg["port"]) for t in self.routed]
-        tmp = os.path.join(self.dir, "upstream.conf.tmp")
-        with open(tmp, "w") as f:
-            for name, opts in (("gateways", "max_fails=1 fail_timeout=5s"), ("targets", "max_fails=0")):
-                f.write("upstream %s {\n%s    keepalive 16;\n}\n"
-                        % (name, "".join("    server %s %s;\n" % (a, opts) for a in addrs)))
-        os.rename(tmp, os.path.join(self.dir, "upstream.conf"))
+    def _addrs(self, tasks):
+        return ["%s:%d" % (self.bed.net.ip_ok(t.ip), self.tg["port"]) for t in sorted(tasks, key=lambda t: t.k)]
 
     def route_to(self, tasks):
-        """Makes nginx's upstream exactly `tasks` (reload: SIGHUP; old workers finish their requests)."""
+        """Makes the strict listener's upstream exactly `tasks` (reload: SIGHUP)."""
         with self.lock:
             tasks = sorted(tasks, key=lambda t: t.k)
             if [t.k for t in tasks] == [t.k for t in self.routed]:
                 return
             self.routed = tasks
-            self._write_upstream()
-            os.kill(self.proc.pid, signal.SIGHUP)
-        log("lb routes to %s" % ",".join(t.name for t in tasks))
+            self.strict_nginx.reload(self._addrs(tasks))
+        log("lb (strict) routes to %s" % ",".join(t.name for t in tasks))
 
     def url(self, cid, strict=False):
         return "http://%s:%d/ipfs/%s" % (self.ip, self.strict if strict else self.retrying, cid)
 
     def get(self, cid, strict=False, timeout=90):
-        """(status, body, upstream addresses tried, seconds) of one GET through the balancer."""
-        import urllib.error
-        import urllib.request
+        """(status, body, upstream addresses tried, seconds) of one GET through the balancer;
+        status None when no answer came, "truncated" when the body was cut short."""
         t0 = time.time()
+        up = ""
         try:
             with urllib.request.urlopen(self.url(cid, strict), timeout=timeout) as r:
-                return r.status, r.read(), r.headers.get("X-Upstream", ""), time.time() - t0
+                up = r.headers.get("X-Upstream", "")
+                return r.status, r.read(), up, time.time() - t0
         except urllib.error.HTTPError as e:
             return e.code, e.read(), e.headers.get("X-Upstream", ""), time.time() - t0
-        except OSError as e:
-            return None, repr(e).encode(), "", time.time() - t0
+        except http.client.IncompleteRead as e:
+            return "truncated", e.partial, up, time.time() - t0
+        except (OSError, http.client.HTTPException) as e:
+            return None, repr(e).encode(), up, time.time() - t0
 
     def health(self, t, timeout=5):
         """The target group's health check of one target: GET the path on the target port."""
         try:
-            status, _ = http("GET", "http://%s:%d%s" % (self.bed.net.ip_ok(t.ip), self.tg["port"],
-                                                          self.tg["health_path"]), timeout=timeout)
+            status, _ = bed_http("GET", "http://%s:%d%s" % (self.bed.net.ip_ok(t.ip), self.tg["port"],
+                                                              self.tg["health_path"]), timeout=timeout)
         except Exception:  # noqa: BLE001 (refused, reset, timeout, 5xx: all unhealthy)
             return False
         return status in self.tg["matcher"]
 
     def close(self):
-        stop(self.proc)
-        self.logf.close()
+        self.retrying_nginx.close()
+        self.strict_nginx.close()
 
 
 class HealthChecker(threading.Thread):
