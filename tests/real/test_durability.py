@@ -282,8 +282,13 @@ def check_gateways(c, files, pins, label, times):
     for t in c.tasks:
         for f in files:
             holder = f["cid"] in c.kubo_pins(t)
-            if not holder:
-                assert not local_block(c.bed, t, f["cid"]), "%s still has %s after GC" % (t.name, f["name"])
+            if not holder and local_block(c.bed, t, f["cid"]):
+                # A raft peer restarted after SIGKILL may be pinning what is not
+                # allocated to it (the blocks arrive before kubo records the
+                # pin): extra copies, logged; anywhere else a failure.
+                assert t.name in c.allow_extra, "%s still has %s after GC" % (t.name, f["name"])
+                log("%s: %s holds %s unpinned after GC (an extra pin in progress)" % (label, t.name, f["name"]))
+                holder = True
             try:
                 status, body, took = gateway_get(t, f["cid"])
             except Exception as e:  # noqa: BLE001
