@@ -1535,7 +1535,7 @@ def main():
             "has not agreed 45 s after its last start is 'not agreed'. The load before a launch is the 1-minute "
             "load average, which includes the previous launch's 2N processes. Command: "
             + "; ".join(f"`{c}`" for c in b.agree_cmds) if "soak" in hows else "",
-            "Launched by scripts/bench.py's own launcher (modelled on scripts/demo.py): time from the first "
+            "Launched by scripts/bench.py's own launcher (modelled on the old stand-in demo): time from the first "
             "spawn until every double's `GET /_double/state` shows ready, one cluster_id and N peers (polled "
             "every ~0.1 s plus the time to ask N doubles)." if "own" in hows else "",
             b.agree_note or ""]))
