@@ -2,7 +2,6 @@
 and snapshots/ behind with no raft state. Started again on the same storage
 it must end in the existing cluster, never in a one-peer cluster of its own."""
 import os
-import time
 
 import pytest
 
