@@ -43,8 +43,52 @@ def image_argv():
     return dockerfile_exec_form("ENTRYPOINT") + dockerfile_exec_form("CMD")
 
 
+TEMPLATE = os.path.join(ROOT, "deploy", "cloudformation.json")
+STACK = "ipfs-bed"
+
+
 def task_definition():
     return json.load(open(TASK_DEF))
+
+
+def template_task_definition():
+    """deploy/cloudformation.json's task definition in the shape of a registered one: its
+    intrinsic functions resolved for a stack named STACK in us-east-1 (PeerService's Id is
+    filled in by EcsService, which creates that Cloud Map service in moto)."""
+    t = json.load(open(TEMPLATE))
+    params = {k: v.get("Default") for k, v in t.get("Parameters", {}).items()}
+    pseudo = {"AWS::StackName": STACK, "AWS::Region": "us-east-1"}
+
+    def value(v):
+        if isinstance(v, str):
+            return v
+        if "Ref" in v:
+            ref = v["Ref"]
+            if ref in pseudo:
+                return pseudo[ref]
+            if ref in params and params[ref] is not None:
+                return params[ref]
+            raise BedError("the template's Ref %s has no value in the bed" % ref)
+        if "Fn::Sub" in v:
+            return re.sub(r"\$\{([^}]+)\}", lambda m: value({"Ref": m.group(1)}), v["Fn::Sub"])
+        if "Fn::GetAtt" in v:
+            res, att = v["Fn::GetAtt"]
+            if att == "Id":
+                return "<%s.Id>" % res
+            if att == "Name":
+                return value(t["Resources"][res]["Properties"]["Name"])
+        raise BedError("the bed cannot resolve %r" % v)
+
+    [props] = [r["Properties"] for r in t["Resources"].values() if r["Type"] == "AWS::ECS::TaskDefinition"]
+    td = {"family": value(props["Family"]), "containerDefinitions": []}
+    for c in props["ContainerDefinitions"]:
+        td["containerDefinitions"].append({
+            "name": c["Name"],
+            "environment": [{"name": e["Name"], "value": value(e["Value"])} for e in c.get("Environment", [])],
+            "secrets": [{"name": e["Name"]} for e in c.get("Secrets", [])],
+            "healthCheck": {"command": c["HealthCheck"]["Command"], "timeout": c["HealthCheck"]["Timeout"]},
+        })
+    return td
 
 
 def container(td, name):
@@ -109,9 +153,9 @@ class EcsService:
 
     CLUSTER, SERVICE = "ipfs", "ipfs-cluster"
 
-    def __init__(self, bed, desired, consensus=None):
+    def __init__(self, bed, desired, consensus=None, source="task definition"):
         self.bed, self.desired = bed, desired
-        self.td = task_definition()
+        self.td = task_definition() if source == "task definition" else template_task_definition()
         self.local = Local(bed)
         self.cluster_c = container(self.td, "ipfs-cluster")
         self.kubo_c = container(self.td, "ipfs")
@@ -120,6 +164,8 @@ class EcsService:
         if consensus:
             env["IPFS_CLUSTER_CONSENSUS"] = consensus
         self.service_id = bed.moto.cloudmap(env["BOOTSTRAP_CLOUDMAP_NAMESPACE"], env["BOOTSTRAP_CLOUDMAP_SERVICE"])
+        if env.get("BOOTSTRAP_CLOUDMAP_SERVICE_ID") == "<PeerService.Id>":  # the template's GetAtt
+            env["BOOTSTRAP_CLOUDMAP_SERVICE_ID"] = self.service_id
         self.password = secrets.token_hex(12)
         # The task definition's secrets, with values of the test's own.
         self.secret_values = {"CLUSTER_SECRET": SECRET, "CLUSTER_RESTAPI_BASICAUTHCREDENTIALS": "admin:" + self.password}

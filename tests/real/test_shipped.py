@@ -18,7 +18,10 @@ def service(bed):
     s.close()
 
 
-def test_the_image_runs_the_task_definition_and_both_health_checks_pass(bed, service):
+@pytest.mark.parametrize("source", ["task definition", "cloudformation"])
+def test_the_image_runs_the_task_definition_and_both_health_checks_pass(bed, source):
+    """The standalone task definition's containers, and the template's."""
+    service = EcsService(bed, desired=3, source=source)
     assert image_argv()[-1] == "daemon", image_argv()
     tasks = [bed.task(k) for k in (1, 2, 3)]
     for t in tasks:
@@ -35,7 +38,8 @@ def test_the_image_runs_the_task_definition_and_both_health_checks_pass(bed, ser
         assert service.kubo_health(t)[0] == 0
         assert service.image_health(t)[0] == 0
         assert_no_secrets(out, service)
-    log("3 tasks of the task definition: one cluster %s, every health check passes" % ids)
+    log("3 tasks of the %s: one cluster %s, every health check passes" % (source, ids))
+    service.close()
 
 
 def test_health_of_a_real_peer(bed, service):
