@@ -219,38 +219,8 @@ async fn ecs_expect_auto_and_verify_tasks() {
     let moto = Moto::start();
     moto.hold_ecs_tasks();
     let service_id = moto.cloudmap(NS, SVC).await;
+    let arns = moto.ecs_service("c", "f", "svc", 3, 4).await;
     let ecs = moto.ecs().await;
-    ecs.create_cluster().cluster_name("c").send().await.unwrap();
-    let container = aws_sdk_ecs::types::ContainerDefinition::builder()
-        .name("x")
-        .image("i")
-        .memory(128)
-        .build();
-    ecs.register_task_definition()
-        .family("f")
-        .network_mode(aws_sdk_ecs::types::NetworkMode::Bridge)
-        .container_definitions(container)
-        .send()
-        .await
-        .unwrap();
-    ecs.create_service()
-        .cluster("c")
-        .service_name("svc")
-        .task_definition("f")
-        .desired_count(3)
-        .send()
-        .await
-        .unwrap();
-    let run = ecs
-        .run_task()
-        .cluster("c")
-        .task_definition("f")
-        .count(4)
-        .launch_type(aws_sdk_ecs::types::LaunchType::Fargate)
-        .send()
-        .await
-        .unwrap();
-    let arns: Vec<String> = run.tasks().iter().map(|t| t.task_arn().unwrap().to_owned()).collect();
     // The 4th task stopped long ago; its record stayed, at an address where a
     // stranger now answers (here: nothing), registered first.
     ecs.stop_task().cluster("c").task(&arns[3]).send().await.unwrap();

@@ -138,38 +138,7 @@ async fn the_task_definitions_health_check_passes() {
     let service_id = moto
         .cloudmap(&env["BOOTSTRAP_CLOUDMAP_NAMESPACE"], &env["BOOTSTRAP_CLOUDMAP_SERVICE"])
         .await;
-    let ecs = moto.ecs().await;
-    ecs.create_cluster().cluster_name("c").send().await.unwrap();
-    let def = aws_sdk_ecs::types::ContainerDefinition::builder()
-        .name("ipfs-cluster")
-        .image("i")
-        .memory(128)
-        .build();
-    ecs.register_task_definition()
-        .family("ipfs-cluster")
-        .network_mode(aws_sdk_ecs::types::NetworkMode::Bridge)
-        .container_definitions(def)
-        .send()
-        .await
-        .unwrap();
-    ecs.create_service()
-        .cluster("c")
-        .service_name("svc")
-        .task_definition("ipfs-cluster")
-        .desired_count(1)
-        .send()
-        .await
-        .unwrap();
-    let run = ecs
-        .run_task()
-        .cluster("c")
-        .task_definition("ipfs-cluster")
-        .count(1)
-        .launch_type(aws_sdk_ecs::types::LaunchType::Fargate)
-        .send()
-        .await
-        .unwrap();
-    let arn = run.tasks()[0].task_arn().unwrap().to_owned();
+    let arn = moto.ecs_service("c", "ipfs-cluster", "svc", 1, 1).await.remove(0);
 
     let tmp = TempDir::new("task-def-health");
     let mut p = Peer::new(&tmp.0, "task", Net::new().ip());

@@ -159,6 +159,43 @@ impl Moto {
 
     /// moto advances an ECS task's status at every DescribeTasks; keep tasks
     /// RUNNING until stopped, as ECS does.
+    /// An ECS cluster `cluster` with a service `service` of `desired` tasks of
+    /// family `family`, and `run` tasks of it started; their task ARNs.
+    pub async fn ecs_service(&self, cluster: &str, family: &str, service: &str, desired: i32, run: i32) -> Vec<String> {
+        let ecs = self.ecs().await;
+        ecs.create_cluster().cluster_name(cluster).send().await.unwrap();
+        let container = aws_sdk_ecs::types::ContainerDefinition::builder()
+            .name(family)
+            .image("i")
+            .memory(128)
+            .build();
+        ecs.register_task_definition()
+            .family(family)
+            .network_mode(aws_sdk_ecs::types::NetworkMode::Bridge)
+            .container_definitions(container)
+            .send()
+            .await
+            .unwrap();
+        ecs.create_service()
+            .cluster(cluster)
+            .service_name(service)
+            .task_definition(family)
+            .desired_count(desired)
+            .send()
+            .await
+            .unwrap();
+        let out = ecs
+            .run_task()
+            .cluster(cluster)
+            .task_definition(family)
+            .count(run)
+            .launch_type(aws_sdk_ecs::types::LaunchType::Fargate)
+            .send()
+            .await
+            .unwrap();
+        out.tasks().iter().map(|t| t.task_arn().unwrap().to_owned()).collect()
+    }
+
     pub fn hold_ecs_tasks(&self) {
         let body = r#"{"model_name":"ecs::task","transition":{"progression":"manual","times":1000000}}"#;
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
