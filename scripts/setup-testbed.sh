@@ -5,8 +5,9 @@
 #     drop rule); nginx-light (stands in for the ALB in front of the gateways);
 #     tini (PID 1 of the shipped image, run as the image runs it).
 #   - a Python venv (.venv) with moto's server (the AWS API emulator), pytest
-#     (the real test bed's runner), dnslib (its name server) and cryptography
-#     (the ipfs-cluster-service test double makes real Ed25519 IDs).
+#     (the real test bed's runner), dnslib (its name server), cfn-lint (lints
+#     deploy/cloudformation.json) and cryptography (the ipfs-cluster-service
+#     test double makes real Ed25519 IDs).
 #   - the real daemons: ipfs-cluster-service and ipfs-cluster-ctl v1.1.6 and
 #     kubo, built from their Go modules (scripts/build-daemons.sh, cached).
 # Versions are pinned in scripts/versions.env. Idempotent: a second run only checks.
@@ -41,9 +42,9 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 pydeps=("moto[server]==${MOTO_VERSION}" cryptography)
-$demo || pydeps+=("pytest==${PYTEST_VERSION}" "dnslib==${DNSLIB_VERSION}")
+$demo || pydeps+=("pytest==${PYTEST_VERSION}" "dnslib==${DNSLIB_VERSION}" "cfn-lint==${CFN_LINT_VERSION}")
 check='import moto, cryptography'
-$demo || check="$check, pytest, dnslib"
+$demo || check="$check, pytest, dnslib, cfnlint.version; assert cfnlint.version.__version__ == '${CFN_LINT_VERSION}'"
 if ! { [ -x .venv/bin/moto_server ] && .venv/bin/python -c "$check" 2>/dev/null; }; then
   say "installing the Python venv (.venv): ${pydeps[*]}"
   [ -x .venv/bin/python ] || python3 -m venv .venv
@@ -52,4 +53,4 @@ if ! { [ -x .venv/bin/moto_server ] && .venv/bin/python -c "$check" 2>/dev/null;
 fi
 
 daemons=$(scripts/build-daemons.sh | tail -n 1)
-say "test bed ready: .venv (moto ${MOTO_VERSION}), daemons in $daemons"
+say "test bed ready: .venv (moto ${MOTO_VERSION}$($demo || echo ", cfn-lint ${CFN_LINT_VERSION}")), daemons in $daemons"
