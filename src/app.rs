@@ -13,7 +13,7 @@ use crate::apply;
 use crate::cli::Mode;
 use crate::config::{Config, Discovery, Expect, SecretEnv};
 use crate::contact::{ContactPoint, Greeting};
-use crate::decide::{decide, Action, Decision, Facts, Me, Observed, Registration};
+use crate::decide::{decide, Action, Decision, Facts, Me, Observed, Reason, Registration};
 use crate::discovery::attributes::now_ms;
 use crate::discovery::cloudmap::CloudMap;
 use crate::discovery::dns::{self, DnsName};
@@ -31,31 +31,29 @@ use crate::privileges;
 use crate::probe::{Probed, Prober};
 use crate::rounds::{self, Backoff, Next, Round, Rounds};
 use crate::selfaddr::{self, SelfAddr, Task};
+use crate::slot::Lock;
+use crate::stateroot;
 
 pub async fn run(cfg: Config) -> Result<i32, Error> {
     if cfg.mode == Mode::IamPolicy {
         print_json(&iam::policy(&cfg));
         return Ok(0);
     }
-    privileges::drop_root(cfg.run_as, &cfg.config_dir)?;
+    if cfg.mode == Mode::Slot {
+        return slot_mode(&cfg).await;
+    }
+    let mut cfg = cfg;
+    // With a state root the config folder is the slot's, known further down.
+    if cfg.state_root.is_none() {
+        privileges::drop_root(cfg.run_as, &cfg.config_dir)?;
+    }
     // --expect matters to run and plan only: `health` and `discover` work with
     // the environment the task definition gives `run` (BOOTSTRAP_EXPECT=auto).
     let expect_auto = cfg.expect == Expect::Auto && matches!(cfg.mode, Mode::Run | Mode::Plan);
     let needs_aws =
         matches!(cfg.discovery, Discovery::CloudMap { .. } | Discovery::Ec2 { .. }) || expect_auto || cfg.verify_tasks;
     let sdk = match needs_aws {
-        true => Some(
-            aws_config::defaults(aws_config::BehaviorVersion::latest())
-                .http_client(crate::aws_http::client())
-                .timeout_config(
-                    aws_config::timeout::TimeoutConfig::builder()
-                        .operation_attempt_timeout(Duration::from_secs(3))
-                        .operation_timeout(Duration::from_secs(10))
-                        .build(),
-                )
-                .load()
-                .await,
-        ),
+        true => Some(load_sdk().await),
         false => None,
     };
     // Where this peer is: `discover` only lists the others.
@@ -64,7 +62,7 @@ pub async fn run(cfg: Config) -> Result<i32, Error> {
         _ => None,
     };
     let me = match cfg.mode {
-        Mode::Discover | Mode::Health | Mode::IamPolicy => None,
+        Mode::Discover | Mode::Health | Mode::IamPolicy | Mode::Slot => None,
         Mode::Run | Mode::Plan => Some(
             selfaddr::resolve(
                 cfg.advertise_ip,
@@ -121,12 +119,26 @@ pub async fn run(cfg: Config) -> Result<i32, Error> {
         }
         _ => None,
     };
+    // This task's slot: the peer's folder, and the lock its daemon holds.
+    let mut lock = None;
+    if let (Some(root), Mode::Run | Mode::Plan | Mode::Health) = (cfg.state_root.clone(), cfg.mode) {
+        let name = stateroot::task_name(task.as_ref().map(|t| t.id.as_str()));
+        let (k, held) = stateroot::this_task_slot(&cfg, &root, cfg.read_only(), &name, || {
+            resolve_expect(&cfg, ecs.as_ref(), task.as_ref())
+        })
+        .await?;
+        cfg.use_config_dir(crate::slot::cluster_dir(&root, k))?;
+        privileges::drop_root(cfg.run_as, &cfg.config_dir)?;
+        lock = held;
+    }
+    let cfg = cfg;
     let prober = Prober::new(cfg.probe_timeout, cfg.api_credentials.clone(), cfg.loopback_only);
     let ctx = Ctx {
         cfg: &cfg,
         prober: &prober,
         me,
         ecs: ecs.clone(),
+        lock,
     };
     match &cfg.discovery {
         Discovery::CloudMap {
@@ -192,6 +204,8 @@ struct Ctx<'a> {
     prober: &'a Prober,
     me: Option<SelfAddr>,
     ecs: Option<Ecs>,
+    /// The slot lock the daemon keeps (--state-root).
+    lock: Option<Lock>,
 }
 
 impl Ctx<'_> {
@@ -199,9 +213,51 @@ impl Ctx<'_> {
         match (self.cfg.mode, self.me) {
             (Mode::Health, _) => crate::health::check(self.cfg, registry, self.prober).await,
             (_, None) => discover(registry, self.prober).await,
-            (_, Some(me)) => bootstrap(self.cfg, registry, self.prober, me, self.ecs.as_ref()).await,
+            (_, Some(me)) => bootstrap(self.cfg, registry, self.prober, me, self.ecs.as_ref(), self.lock).await,
         }
     }
+}
+
+/// The AWS SDK's shared config: our HTTP client, bounded attempts.
+async fn load_sdk() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(crate::aws_http::client())
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .operation_attempt_timeout(Duration::from_secs(3))
+                .operation_timeout(Duration::from_secs(10))
+                .build(),
+        )
+        .load()
+        .await
+}
+
+/// The `slot` mode (kubo's container): how many slots, then `stateroot`.
+async fn slot_mode(cfg: &Config) -> Result<i32, Error> {
+    let root = cfg
+        .state_root
+        .clone()
+        .ok_or_else(|| Error::usage("the slot mode needs --state-root (BOOTSTRAP_STATE_ROOT)"))?;
+    let task = selfaddr::task(cfg.metadata_uri.as_deref(), cfg.loopback_only).await?;
+    let count = match cfg.expect {
+        Expect::Count(n) => n,
+        Expect::Auto => {
+            let sdk = load_sdk().await;
+            let cluster = cfg
+                .ecs_cluster
+                .clone()
+                .or_else(|| task.as_ref().and_then(|t| t.cluster.clone()))
+                .ok_or_else(|| {
+                    Error::usage(
+                        "--expect auto needs the ECS cluster: run in ECS or set --ecs-cluster (BOOTSTRAP_ECS_CLUSTER)",
+                    )
+                })?;
+            let ecs = Ecs::new(&sdk, cluster);
+            resolve_expect(cfg, Some(&ecs), task.as_ref()).await?
+        }
+    };
+    let name = stateroot::task_name(task.as_ref().map(|t| t.id.as_str()));
+    stateroot::slot_main(cfg, &root, count, &name).await
 }
 
 /// `--expect`, with `auto` read from the ECS service's desiredCount.
@@ -440,11 +496,17 @@ async fn bootstrap<R: Registry>(
     prober: &Prober,
     here: SelfAddr,
     ecs: Option<&Ecs>,
+    lock: Option<Lock>,
 ) -> Result<i32, Error> {
     let started = Instant::now();
     let deadline = started + cfg.timeout;
     let read_only = cfg.read_only();
     let local = prepare_local(cfg, read_only)?;
+    // The state root's genesis record, checked against this peer.
+    let (mut genesis, supersedes) = match &cfg.state_root {
+        Some(root) => stateroot::read_genesis(cfg, root, &local)?,
+        None => (None, None),
+    };
     let SelfAddr {
         ip,
         task,
@@ -508,6 +570,7 @@ async fn bootstrap<R: Registry>(
             view_since_ms: 0,
             peers: probed.observed,
             unidentified: probed.unidentified,
+            genesis: genesis.as_ref().map(stateroot::founded),
         };
         let decision = decide(&facts);
         let argv = apply::daemon_argv(&cfg.daemon_bin, &decision.action, &cfg.daemon_args);
@@ -523,62 +586,91 @@ async fn bootstrap<R: Registry>(
     }
 
     let mut rounds = Rounds::new(me_facts, &me, expect, cfg.settle, cfg.timeout, fastrand::Rng::new());
+    rounds.set_genesis(genesis.as_ref().map(stateroot::founded));
     let mut warned: HashSet<String> = HashSet::new();
     let mut last_reason = String::new();
     let since_start = || started.elapsed().as_millis() as u64;
-    let (facts, decision) = loop {
-        let pause = match registry.discover().await {
-            Err(e) => match rounds.discover_failed(since_start()) {
-                None => {
-                    deregister(registry, &me).await;
-                    return Err(e.into());
-                }
-                Some(pause) => {
-                    warn!(error = %e, "discovery failed; retrying (a failed call never counts as 'no peers')");
-                    pause
-                }
-            },
-            Ok(found) => {
-                for s in &found.skipped {
-                    if warned.insert(s.clone()) {
-                        warn!(registration = %s, "ignoring a registration");
-                    }
-                }
-                let probed = prober.probe_all(rounds.others(found)).await;
-                let Round { facts, decision, next } = rounds.probed(probed, since_start());
-                if let Some(c) = &contact {
-                    c.propose(Greeting::new(&me.peer_id, decision.proposal.as_deref()));
-                }
-                match next {
-                    Next::Act => break (facts, decision),
-                    Next::Confirm(pause) => {
-                        debug!(reason = %decision.reason, "confirming the decision with one more round");
-                        pause
-                    }
-                    Next::GiveUp => {
-                        log_final(cfg, registry, &me, source, rounds.rounds, started, &facts, &decision);
+    let (facts, decision) = 'decided: loop {
+        let (facts, decision) = loop {
+            let pause = match registry.discover().await {
+                Err(e) => match rounds.discover_failed(since_start()) {
+                    None => {
                         deregister(registry, &me).await;
-                        return Err(Error::GaveUp {
-                            waited: cfg.timeout,
-                            reason: decision.reason.to_string(),
-                        });
+                        return Err(e.into());
                     }
-                    Next::Pause(pause) => {
-                        let reason = decision.reason.to_string();
-                        if reason != last_reason {
-                            info!(reason = %reason, "waiting");
-                            last_reason = reason;
-                        } else {
-                            debug!(reason = %reason, round = rounds.rounds, "waiting");
-                        }
+                    Some(pause) => {
+                        warn!(error = %e, "discovery failed; retrying (a failed call never counts as 'no peers')");
                         pause
+                    }
+                },
+                Ok(found) => {
+                    for s in &found.skipped {
+                        if warned.insert(s.clone()) {
+                            warn!(registration = %s, "ignoring a registration");
+                        }
+                    }
+                    let probed = prober.probe_all(rounds.others(found)).await;
+                    let Round { facts, decision, next } = rounds.probed(probed, since_start());
+                    if let Some(c) = &contact {
+                        c.propose(Greeting::new(&me.peer_id, decision.proposal.as_deref()));
+                    }
+                    match next {
+                        Next::Act => break (facts, decision),
+                        Next::Confirm(pause) => {
+                            debug!(reason = %decision.reason, "confirming the decision with one more round");
+                            pause
+                        }
+                        Next::GiveUp => {
+                            log_final(cfg, registry, &me, source, rounds.rounds, started, &facts, &decision);
+                            deregister(registry, &me).await;
+                            if let (Reason::ClusterExists { .. }, Some(g)) = (&decision.reason, &genesis) {
+                                return Err(Error::ClusterLost {
+                                    waited: cfg.timeout,
+                                    path: g.path.clone(),
+                                    id: g.id.clone(),
+                                    founders: g.founders.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", "),
+                                    founded_at: g.founded_at.clone(),
+                                });
+                            }
+                            return Err(Error::GaveUp {
+                                waited: cfg.timeout,
+                                reason: decision.reason.to_string(),
+                            });
+                        }
+                        Next::Pause(pause) => {
+                            let reason = decision.reason.to_string();
+                            if reason != last_reason {
+                                info!(reason = %reason, "waiting");
+                                last_reason = reason;
+                            } else {
+                                debug!(reason = %reason, round = rounds.rounds, "waiting");
+                            }
+                            pause
+                        }
+                    }
+                }
+            };
+            if let Some(sig) = stop.sleep(pause).await {
+                deregister(registry, &me).await;
+                return Err(interrupted(sig));
+            }
+        };
+        // A founding the genesis record does not already allow creates the
+        // record first; when another record wins, decide again with it.
+        match (&cfg.state_root, &decision.action, &decision.reason) {
+            (Some(root), Action::Found { init_peerset }, reason)
+                if !matches!(reason, Reason::GenesisFounder { .. }) =>
+            {
+                let founders = init_peerset.clone().unwrap_or_else(|| vec![local.peer_id.clone()]);
+                match stateroot::create_genesis(cfg, root, &local, &founders, &me.instance_id, supersedes.as_deref())? {
+                    None => break 'decided (facts, decision),
+                    Some(g) => {
+                        rounds.set_genesis(Some(stateroot::founded(&g)));
+                        genesis = Some(g);
                     }
                 }
             }
-        };
-        if let Some(sig) = stop.sleep(pause).await {
-            deregister(registry, &me).await;
-            return Err(interrupted(sig));
+            _ => break 'decided (facts, decision),
         }
     };
 
@@ -652,14 +744,26 @@ async fn bootstrap<R: Registry>(
     }
     drop(contact);
 
+    // A slot's daemon runs in the slot's folder, holding its lock, guarded by
+    // the watchdog.
+    let env: Vec<(&'static str, std::ffi::OsString)> = match &cfg.state_root {
+        Some(_) => vec![("IPFS_CLUSTER_PATH", cfg.config_dir.clone().into_os_string())],
+        None => vec![],
+    };
+    if let Some(lock) = &lock {
+        crate::watchdog::spawn(lock, cfg.watchdog_interval)?;
+    }
     if cfg.supervise {
         info!(argv = ?argv, "starting the daemon (supervised)");
-        let code = launch::supervise(&argv).await;
+        let code = launch::supervise(&argv, &env).await;
         deregister(registry, &me).await;
+        drop(lock);
         return code;
     }
     info!(argv = ?argv, "exec'ing the daemon");
-    Err(launch::exec(&argv))
+    let err = launch::exec(&argv, &env);
+    drop(lock);
+    Err(err)
 }
 
 /// The daemon's argv for `decision`, after logging the run's one decision record.

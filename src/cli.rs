@@ -25,6 +25,11 @@ pub enum Mode {
     Health,
     /// Print the IAM policy the chosen discovery options need, as JSON.
     IamPolicy,
+    /// The kubo container's entrypoint with --state-root: claim a free slot
+    /// (0..--expect), write --slot-file for the task's cluster container, and
+    /// exec the program after `--` with IPFS_PATH set to the slot's kubo repo,
+    /// holding the slot's lock.
+    Slot,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -60,7 +65,8 @@ ipfs-cluster-bootstrap [OPTIONS] daemon [DAEMON_ARGS]",
 (IPFS_CLUSTER_PATH, IPFS_CLUSTER_CONSENSUS, CLUSTER_*) and the AWS SDK's (AWS_REGION, AWS_ENDPOINT_URL, \
 AWS_ENDPOINT_URL_SERVICEDISCOVERY, credentials) are honoured and passed to the daemon untouched.\n\
 Exit codes: 0 ok, 64 usage, 65 bad local data, 66 unreadable config, 69 AWS unavailable, 70 bug, 71 daemon \
-could not run, 73 cannot write, 75 gave up waiting, 77 AWS access denied, 78 unsafe configuration."
+could not run, 73 cannot write, 75 gave up waiting, 76 cluster lost (genesis.json, --refound), 77 AWS access \
+denied, 78 unsafe configuration."
 )]
 pub struct Cli {
     /// What to do.
@@ -204,6 +210,31 @@ pub struct Cli {
         value_name = "UID:GID|none"
     )]
     pub run_as: String,
+
+    /// Shared storage for every task of the service (an EFS mount): each task
+    /// takes a slot folder under it (an identity, its cluster state and its
+    /// kubo repo) under an exclusive lock, and the cluster's genesis.json lives
+    /// there. Without it a peer keeps its state where IPFS_CLUSTER_PATH says.
+    #[arg(long, env = "BOOTSTRAP_STATE_ROOT", value_name = "DIR")]
+    pub state_root: Option<PathBuf>,
+
+    /// With --state-root: a file on a volume only this task's containers share.
+    /// `slot` writes the slot it took there; `run` and `health` read it (run
+    /// waits for it) and use that slot. Without it `run` claims a slot itself.
+    #[arg(long, env = "BOOTSTRAP_SLOT_FILE", value_name = "FILE")]
+    pub slot_file: Option<PathBuf>,
+
+    /// With --state-root: found a new, EMPTY cluster although genesis.json
+    /// (record GENESIS_ID) says one was founded and no peer of it is left.
+    /// Its pinset is lost. Ignored once that record has been replaced.
+    #[arg(long, env = "BOOTSTRAP_REFOUND", value_name = "GENESIS_ID")]
+    pub refound: Option<String>,
+
+    /// How often the slot lock's watchdog writes through the lock; it stops the
+    /// daemon when a write fails or takes longer. Keep it well below the NFS
+    /// lease (EFS: about 90 s).
+    #[arg(long, default_value = "10s", value_parser = parse_duration, env = "BOOTSTRAP_WATCHDOG_INTERVAL")]
+    pub watchdog_interval: Duration,
 
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "BOOTSTRAP_LOG_FORMAT")]

@@ -133,6 +133,19 @@ pub struct Config {
     pub run_as: Option<(u32, u32)>,
     pub log_format: LogFormat,
     pub log_level: String,
+    /// --state-root: slots and the genesis record live there.
+    pub state_root: Option<PathBuf>,
+    /// --slot-file: the slot this task's `slot` container took.
+    pub slot_file: Option<PathBuf>,
+    /// --refound: the genesis record a new founding may replace.
+    pub refound: Option<String>,
+    pub watchdog_interval: Duration,
+    /// The genesis record's hash of CLUSTER_SECRET, when it is set (never the secret).
+    pub secret_sha256_env: Option<String>,
+    /// --cluster-port as given, and CLUSTER_LISTENMULTIADDRESS: the cluster
+    /// port is derived again when the config folder changes (a slot's).
+    cluster_port_flag: Option<u16>,
+    listen_env: Option<String>,
 }
 
 impl Config {
@@ -141,7 +154,7 @@ impl Config {
         let mut errors: Vec<String> = vec![];
         let nonempty = |k: &str| env(k).filter(|v| !v.is_empty());
 
-        let needs_expect = matches!(cli.mode, Mode::Run | Mode::Plan);
+        let needs_expect = matches!(cli.mode, Mode::Run | Mode::Plan | Mode::Slot);
         let expect = match cli.expect.as_deref().map(str::trim) {
             Some("auto") => Expect::Auto,
             Some(n) => match n.parse::<usize>() {
@@ -162,6 +175,8 @@ impl Config {
         };
 
         let config_dir = match (nonempty("IPFS_CLUSTER_PATH"), nonempty("HOME")) {
+            // The slot's cluster folder, once a slot is taken (`use_config_dir`).
+            _ if cli.state_root.is_some() => PathBuf::new(),
             (Some(p), _) => PathBuf::from(p),
             (None, Some(home)) => PathBuf::from(home).join(".ipfs-cluster"),
             (None, None) => {
@@ -170,46 +185,31 @@ impl Config {
             }
         };
 
-        // Where the daemon listens for peers decides the cluster port.
+        // Where the daemon listens for peers decides the cluster port. With a
+        // state root the config folder is the slot's, known once a slot is
+        // taken (`use_config_dir`).
         let mut file_error = None;
         let mut conflict = None;
-        let listen = match env("CLUSTER_LISTENMULTIADDRESS") {
-            Some(v) => Some(("CLUSTER_LISTENMULTIADDRESS".to_string(), daemon_env::env_list(&v))),
-            None if cli.mode != Mode::IamPolicy => match service_listen(&config_dir) {
-                Ok(l) => l,
-                Err(e) => {
-                    file_error = Some(e);
-                    None
-                }
-            },
-            None => None,
-        };
-        let cluster_port = match listen.map(|(source, list)| (source, daemon_env::listen_port(&list))) {
-            Some((source, Ok(port))) => {
-                if let Some(flag) = cli.cluster_port.filter(|f| *f != port) {
-                    conflict = Some(format!(
-                        "--cluster-port (BOOTSTRAP_CLUSTER_PORT) {flag} disagrees with {source}, where the daemon \
-                         listens on TCP port {port}: peers would dial a port nobody listens on. Leave \
-                         --cluster-port out (it follows the listen address) or make the two agree"
-                    ));
-                }
-                port
-            }
-            Some((source, Err(why))) => {
-                match source.as_str() {
-                    "CLUSTER_LISTENMULTIADDRESS" => errors.push(format!("CLUSTER_LISTENMULTIADDRESS {why}")),
-                    _ => {
-                        file_error.get_or_insert(Error::bad_file(
-                            crate::local::service_json(&config_dir),
-                            format!("cluster.listen_multiaddress {why}"),
-                        ));
-                    }
-                }
+        let listen_env = env("CLUSTER_LISTENMULTIADDRESS");
+        let read_service = cli.mode != Mode::IamPolicy && cli.state_root.is_none();
+        let cluster_port = match cluster_port_of(cli.cluster_port, listen_env.as_deref(), &config_dir, read_service) {
+            Ok(port) => port,
+            Err(PortError::Usage(m)) => {
+                errors.push(m);
                 cli.cluster_port.unwrap_or(DEFAULT_CLUSTER_PORT)
             }
-            None => cli.cluster_port.unwrap_or(DEFAULT_CLUSTER_PORT),
+            Err(PortError::File(e)) => {
+                file_error = Some(e);
+                cli.cluster_port.unwrap_or(DEFAULT_CLUSTER_PORT)
+            }
+            Err(PortError::Conflict(c)) => {
+                conflict = Some(c);
+                cli.cluster_port.unwrap_or(DEFAULT_CLUSTER_PORT)
+            }
         };
 
+        // The slot mode discovers nothing: discovery settings are not its business.
+        let errors_before_discovery = errors.len();
         let discovery = match cli.discovery {
             DiscoveryKind::Cloudmap => {
                 let namespace = cli.cloudmap_namespace.clone().filter(|s| !s.is_empty());
@@ -282,6 +282,9 @@ impl Config {
             Discovery::Static { peers } => peers.iter().any(StaticPeer::has_host_name),
             Discovery::CloudMap { .. } | Discovery::Ec2 { .. } => false,
         };
+        if cli.mode == Mode::Slot {
+            errors.truncate(errors_before_discovery);
+        }
         if cli.verify_tasks && !matches!(discovery, Discovery::CloudMap { .. }) {
             errors.push("--verify-tasks works with --discovery cloudmap (its instance IDs are ECS task IDs)".into());
         }
@@ -350,10 +353,18 @@ impl Config {
             },
         };
         let mut daemon_args = cli.daemon_args.clone();
-        if daemon_args.first().map(String::as_str) == Some("daemon") {
-            daemon_args.remove(0);
+        if cli.mode == Mode::Slot {
+            // The program to exec (kubo's start_ipfs), not the daemon's flags.
+            if daemon_args.is_empty() {
+                errors
+                    .push("slot needs the program to run after `--` (kubo's: /usr/local/bin/start_ipfs daemon)".into());
+            }
+        } else {
+            if daemon_args.first().map(String::as_str) == Some("daemon") {
+                daemon_args.remove(0);
+            }
+            errors.extend(crate::daemon_args::check(&daemon_args));
         }
-        errors.extend(crate::daemon_args::check(&daemon_args));
 
         let init_consensus = match nonempty("IPFS_CLUSTER_CONSENSUS") {
             None => Consensus::Crdt,
@@ -412,6 +423,60 @@ impl Config {
             cwd: std::env::current_dir().unwrap_or_default(),
         };
 
+        let state_root = cli.state_root.clone().filter(|p| !p.as_os_str().is_empty());
+        let slot_file = cli.slot_file.clone().filter(|p| !p.as_os_str().is_empty());
+        let refound = cli.refound.clone().filter(|s| !s.is_empty());
+        if state_root.is_none() {
+            for (set, flag) in [
+                (slot_file.is_some(), "--slot-file (BOOTSTRAP_SLOT_FILE)"),
+                (refound.is_some(), "--refound (BOOTSTRAP_REFOUND)"),
+                (cli.mode == Mode::Slot, "the slot mode"),
+            ] {
+                if set {
+                    errors.push(format!("{flag} needs --state-root (BOOTSTRAP_STATE_ROOT)"));
+                }
+            }
+        } else {
+            let overrides = ["CLUSTER_RAFT_DATAFOLDER", "CLUSTER_PEERSTOREFILE"]
+                .into_iter()
+                .map(String::from)
+                .chain(
+                    paths
+                        .datastore_folders
+                        .iter()
+                        .map(|(kind, _)| format!("CLUSTER_{}_FOLDER", kind.to_uppercase())),
+                )
+                .filter(|var| nonempty(var).is_some());
+            for var in overrides {
+                errors.push(format!(
+                    "{var} is set with --state-root: the daemon would keep that state outside this task's slot, \
+                     where another task's peer can reach it; unset it"
+                ));
+            }
+            let read_only =
+                cli.mode == Mode::Health || cli.mode == Mode::Plan || (cli.mode == Mode::Run && cli.dry_run);
+            if read_only && slot_file.is_none() {
+                errors.push(
+                    "health, plan and --dry-run with --state-root need --slot-file (BOOTSTRAP_SLOT_FILE): the \
+                     slot this task took"
+                        .into(),
+                );
+            }
+        }
+        if let Some(id) = &refound {
+            if id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                errors.push(format!(
+                    "--refound (BOOTSTRAP_REFOUND) {id:?} is not a genesis record ID (the hexadecimal `id` of genesis.json)"
+                ));
+            }
+        }
+        if cli.watchdog_interval.is_zero() {
+            errors.push("--watchdog-interval (BOOTSTRAP_WATCHDOG_INTERVAL) must be more than 0".into());
+        }
+        let secret_sha256_env = env("CLUSTER_SECRET")
+            .and_then(|hex| daemon_env::secret_bytes(&hex))
+            .map(|bytes| crate::genesis::secret_hash(&bytes));
+
         let ignore_endpoints =
             env("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_some_and(|v| v.eq_ignore_ascii_case("true"));
         let custom_aws_endpoint = !ignore_endpoints
@@ -468,7 +533,35 @@ impl Config {
             run_as,
             log_format: cli.log_format,
             log_level: cli.log_level,
+            state_root,
+            slot_file,
+            refound,
+            watchdog_interval: cli.watchdog_interval,
+            secret_sha256_env,
+            cluster_port_flag: cli.cluster_port,
+            listen_env,
         })
+    }
+
+    /// Moves the peer to `dir` (its slot's cluster folder): the daemon gets it
+    /// as IPFS_CLUSTER_PATH, and the cluster port is derived again from its
+    /// service.json, as `new` does.
+    pub fn use_config_dir(&mut self, dir: PathBuf) -> Result<(), Error> {
+        let port =
+            cluster_port_of(self.cluster_port_flag, self.listen_env.as_deref(), &dir, true).map_err(|e| match e {
+                PortError::Usage(m) => Error::usage(m),
+                PortError::File(e) => e,
+                PortError::Conflict(c) => Error::Unsafe(c),
+            })?;
+        if port == 0 || port == self.api_port {
+            return Err(Error::usage(format!(
+                "the cluster port ({port}) and --api-port ({}) must be two different non-zero ports",
+                self.api_port
+            )));
+        }
+        self.cluster_port = port;
+        self.config_dir = dir;
+        Ok(())
     }
 
     /// `plan`, or `run --dry-run`: decide once, print, change nothing.
@@ -484,6 +577,46 @@ pub const DEFAULT_CLUSTER_PORT: u16 = 9096;
 /// The message never repeats the value.
 pub fn check_secret(hex: &str) -> Result<(), String> {
     daemon_env::check_secret(hex).map(|_| ())
+}
+
+enum PortError {
+    Usage(String),
+    File(Error),
+    Conflict(String),
+}
+
+/// The cluster port: the TCP port of CLUSTER_LISTENMULTIADDRESS, else of
+/// service.json's listen address (when `read_service`), else the flag, else
+/// 9096; a flag that disagrees with the listen address is a conflict.
+fn cluster_port_of(
+    flag: Option<u16>,
+    listen_env: Option<&str>,
+    config_dir: &std::path::Path,
+    read_service: bool,
+) -> Result<u16, PortError> {
+    let listen = match listen_env {
+        Some(v) => Some(("CLUSTER_LISTENMULTIADDRESS".to_string(), daemon_env::env_list(v))),
+        None if read_service => service_listen(config_dir).map_err(PortError::File)?,
+        None => None,
+    };
+    match listen.map(|(source, list)| (source, daemon_env::listen_port(&list))) {
+        Some((source, Ok(port))) => match flag.filter(|f| *f != port) {
+            Some(flag) => Err(PortError::Conflict(format!(
+                "--cluster-port (BOOTSTRAP_CLUSTER_PORT) {flag} disagrees with {source}, where the daemon \
+                 listens on TCP port {port}: peers would dial a port nobody listens on. Leave \
+                 --cluster-port out (it follows the listen address) or make the two agree"
+            ))),
+            None => Ok(port),
+        },
+        Some((source, Err(why))) => match source.as_str() {
+            "CLUSTER_LISTENMULTIADDRESS" => Err(PortError::Usage(format!("CLUSTER_LISTENMULTIADDRESS {why}"))),
+            _ => Err(PortError::File(Error::bad_file(
+                crate::local::service_json(config_dir),
+                format!("cluster.listen_multiaddress {why}"),
+            ))),
+        },
+        None => Ok(flag.unwrap_or(DEFAULT_CLUSTER_PORT)),
+    }
 }
 
 /// service.json's `cluster.listen_multiaddress` (a string or a list, as the

@@ -36,6 +36,16 @@ pub fn check_secret(hex: &str) -> Result<bool, String> {
     Ok(true)
 }
 
+/// The bytes of a secret that [`check_secret`] accepts (empty for the empty
+/// secret); None for one it refuses.
+pub fn secret_bytes(hex: &str) -> Option<Vec<u8>> {
+    check_secret(hex).ok()?;
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
+        .collect()
+}
+
 /// CLUSTER_RESTAPI_BASICAUTHCREDENTIALS as envconfig fills the daemon's map;
 /// the credentials the probes use (the first user, with the password the map
 /// keeps for it: a later duplicate wins).

@@ -103,6 +103,19 @@ pub struct Facts {
     /// Addresses (DNS, plain addresses) where a daemon answers but its peer ID
     /// could not be read: a cluster may run there, but it cannot be joined.
     pub unidentified: Vec<IpAddr>,
+    /// The state root's genesis record (`--state-root`): a cluster was founded
+    /// there. None without a state root, before the first founding, and
+    /// under `--refound` of this very record.
+    pub genesis: Option<Founded>,
+}
+
+/// A genesis record as the decision needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Founded {
+    pub id: String,
+    pub consensus: Consensus,
+    pub founders: Vec<PeerId>,
+    pub founded_at: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -160,6 +173,14 @@ pub enum Reason {
     Founder,
     FixedSet {
         founding_set: Vec<PeerId>,
+    },
+    GenesisFounder {
+        genesis: String,
+    },
+    ClusterExists {
+        genesis: String,
+        founders: Vec<PeerId>,
+        founded_at: String,
     },
 }
 
@@ -221,6 +242,21 @@ impl fmt::Display for Reason {
                 f,
                 "no live peer, the set of peers is settled and all {} founders agree: starting the fixed-set launch",
                 founding_set.len()
+            ),
+            Reason::GenesisFounder { genesis } => write!(
+                f,
+                "genesis record {genesis} names this peer as a founder and it has no state yet (it stopped before \
+                 its daemon wrote any): founding again with the record's founders"
+            ),
+            Reason::ClusterExists {
+                genesis,
+                founders,
+                founded_at,
+            } => write!(
+                f,
+                "genesis record {genesis} says this cluster was founded at {founded_at} by {}, but no peer of it is \
+                 live and this peer has no state: waiting for its peers, never founding a second, empty cluster",
+                join_ids(founders)
             ),
         }
     }
@@ -436,6 +472,30 @@ pub fn decide(f: &Facts) -> Decision {
             Action::Wait,
             Reason::UnidentifiedDaemons {
                 ips: f.unidentified.clone(),
+            },
+        );
+    }
+
+    // 3b. A genesis record: the cluster was founded on this state root. Only
+    //     the peers it names found, again and with its set (they stopped
+    //     before their daemons wrote state); everyone else waits for its peers.
+    if let Some(g) = &f.genesis {
+        if g.founders.contains(&f.me.peer_id) {
+            let init_peerset = match f.me.consensus {
+                Consensus::Crdt => None,
+                Consensus::Raft => Some(g.founders.clone()),
+            };
+            return done(
+                Action::Found { init_peerset },
+                Reason::GenesisFounder { genesis: g.id.clone() },
+            );
+        }
+        return done(
+            Action::Wait,
+            Reason::ClusterExists {
+                genesis: g.id.clone(),
+                founders: g.founders.clone(),
+                founded_at: g.founded_at.clone(),
             },
         );
     }

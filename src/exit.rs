@@ -27,6 +27,11 @@ pub mod code {
     pub const CANTCREAT: i32 = 73;
     /// --timeout passed without a safe action (too few peers, no agreement).
     pub const TEMPFAIL: i32 = 75;
+    /// --state-root: genesis.json says a cluster was founded there, but none of
+    /// its peers is live and this peer has no state (a total loss with the
+    /// state gone): founding again would make a new, empty cluster. The
+    /// message names the record, its founders and date, and --refound.
+    pub const CLUSTER_LOST: i32 = 76;
     /// AWS denied an action: the message names the IAM action to grant.
     pub const NOPERM: i32 = 77;
     /// Unsafe or inconsistent configuration (empty cluster secret, missing
@@ -53,6 +58,20 @@ pub enum Error {
     Discovery(#[from] DiscoveryError),
     #[error("gave up after {} without a safe way to start (last reason: {reason})", humantime::format_duration(*.waited))]
     GaveUp { waited: Duration, reason: String },
+    #[error(
+        "gave up after {}: {} (genesis record {id}) says a cluster was founded at {founded_at} by {founders}, but \
+         none of its peers is live and this peer has no state. Bring its peers or their state (the slots under \
+         the state root) back; or, to found a new, EMPTY cluster and lose its pinset, set --refound {id} \
+         (BOOTSTRAP_REFOUND={id})",
+        humantime::format_duration(*.waited), .path.display()
+    )]
+    ClusterLost {
+        waited: Duration,
+        path: PathBuf,
+        id: String,
+        founders: String,
+        founded_at: String,
+    },
     #[error("cannot write {}: {source}", .path.display())]
     Write { path: PathBuf, source: std::io::Error },
     #[error("{what} ({bin}): {detail}")]
@@ -79,6 +98,7 @@ impl Error {
             Error::Metadata { unavailable: false, .. } => code::DATAERR,
             Error::Discovery(e) => e.exit_code(),
             Error::GaveUp { .. } => code::TEMPFAIL,
+            Error::ClusterLost { .. } => code::CLUSTER_LOST,
             Error::Write { .. } => code::CANTCREAT,
             Error::Daemon { .. } => code::OSERR,
             Error::Unsafe(_) => code::CONFIG,

@@ -43,10 +43,17 @@ pub fn init(bin: &Path, consensus: Consensus, config_dir: &Path) -> Result<(), E
     Ok(())
 }
 
+/// Variables set for the daemon on top of the inherited environment
+/// (IPFS_CLUSTER_PATH of a slot, IPFS_PATH for kubo).
+pub type Env = [(&'static str, OsString)];
+
 /// Replaces this process with the daemon. Returns only on failure.
-pub fn exec(argv: &[OsString]) -> Error {
+pub fn exec(argv: &[OsString], env: &Env) -> Error {
     use std::os::unix::process::CommandExt;
-    let err = Command::new(&argv[0]).args(&argv[1..]).exec();
+    let err = Command::new(&argv[0])
+        .args(&argv[1..])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .exec();
     Error::Daemon {
         bin: argv[0].to_string_lossy().into_owned(),
         what: "cannot exec the daemon",
@@ -56,10 +63,11 @@ pub fn exec(argv: &[OsString]) -> Error {
 
 /// Runs the daemon as a child, forwarding SIGTERM, SIGINT and SIGHUP to it,
 /// and returns its exit code (128 + signal when a signal ended it).
-pub async fn supervise(argv: &[OsString]) -> Result<i32, Error> {
+pub async fn supervise(argv: &[OsString], env: &Env) -> Result<i32, Error> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut child = tokio::process::Command::new(&argv[0])
         .args(&argv[1..])
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .spawn()
         .map_err(|e| Error::Daemon {
             bin: argv[0].to_string_lossy().into_owned(),

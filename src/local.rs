@@ -25,6 +25,8 @@ pub struct LocalPeer {
     pub peerstore: PathBuf,
     /// service.json's cluster.secret is empty (and CLUSTER_SECRET does not override it).
     pub secret_empty_in_file: bool,
+    /// The genesis record's hash of service.json's cluster.secret (never the secret).
+    pub secret_sha256_in_file: String,
     /// service.json's api.restapi.http_listen_multiaddress (the first, if a list).
     pub api_listen: Option<String>,
 }
@@ -193,7 +195,14 @@ pub fn read(config_dir: &Path, cluster_id_env: Option<&str>, paths: &Paths) -> R
     let peerstore_file = paths.peerstore_file.as_deref();
     let peerstore_file = peerstore_file.or(str_at(&service, &["cluster", "peerstore_file"]).filter(|s| !s.is_empty()));
     let peerstore = go_join(config_dir, peerstore_file.unwrap_or("peerstore"));
-    let secret_empty_in_file = match ["cluster", "secret"].iter().try_fold(&service, |v, k| v.get(k)) {
+    let secret_in_file = ["cluster", "secret"].iter().try_fold(&service, |v, k| v.get(k));
+    let secret_sha256_in_file = crate::genesis::secret_hash(
+        &secret_in_file
+            .and_then(Value::as_str)
+            .and_then(crate::daemon_env::secret_bytes)
+            .unwrap_or_default(),
+    );
+    let secret_empty_in_file = match secret_in_file {
         // The daemon reads a null or missing secret as "": an unprotected network.
         None | Some(Value::Null) => true,
         Some(Value::String(s)) if s.is_empty() => true,
@@ -219,6 +228,7 @@ pub fn read(config_dir: &Path, cluster_id_env: Option<&str>, paths: &Paths) -> R
         has_state,
         peerstore,
         secret_empty_in_file,
+        secret_sha256_in_file,
         api_listen,
     })
 }

@@ -44,6 +44,12 @@ fn from_env(e: &clap::Error) -> Option<String> {
 }
 
 fn main() {
+    // The slot lock's watchdog (started by this binary before it execs a daemon).
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).and_then(|a| a.to_str()) == Some(ipfs_cluster_bootstrap::watchdog::ARG) {
+        let rest: Vec<String> = args[2..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        std::process::exit(ipfs_cluster_bootstrap::watchdog::main(&rest));
+    }
     let cli = match Cli::try_parse_args(std::env::args_os()) {
         Ok(c) => c,
         Err(e) => {

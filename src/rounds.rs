@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::decide::{decide, Action, Decision, Facts, Me, Probe, Registration};
+use crate::decide::{decide, Action, Decision, Facts, Founded, Me, Probe, Registration};
 use crate::discovery::{Candidate, Discovered};
 use crate::peer::PeerId;
 use crate::probe::Probed;
@@ -93,6 +93,7 @@ pub struct Rounds {
     confirming: bool,
     /// Peer IDs heard at an address, for registrations listed without one.
     known_ids: HashMap<(IpAddr, u16), PeerId>,
+    genesis: Option<Founded>,
     pub rounds: u32,
 }
 
@@ -118,12 +119,19 @@ impl Rounds {
             waited: false,
             confirming: false,
             known_ids: HashMap::new(),
+            genesis: None,
             rounds: 0,
         }
     }
 
     /// Everyone listed but this peer; peers listed without an ID get the one
     /// they told earlier at the same address.
+    /// The state root's genesis record, read before the first round and again
+    /// after a founding lost the race to create it.
+    pub fn set_genesis(&mut self, genesis: Option<Founded>) {
+        self.genesis = genesis;
+    }
+
     pub fn others(&self, d: Discovered) -> Vec<Candidate> {
         d.registrations
             .into_iter()
@@ -167,6 +175,7 @@ impl Rounds {
             view_since_ms: self.view_since_ms,
             peers: probed.observed,
             unidentified: probed.unidentified,
+            genesis: self.genesis.clone(),
         };
         let view = facts.settle_key();
         if self.last_view.as_ref() != Some(&view) {

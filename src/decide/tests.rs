@@ -49,6 +49,7 @@ fn facts(consensus: Consensus, expect: usize, peers: Vec<Observed>) -> Facts {
         view_since_ms: 0,
         peers,
         unidentified: vec![],
+        genesis: None,
     }
 }
 
@@ -558,6 +559,7 @@ fn same_view(consensus: Consensus, n: usize, expect: usize, times: &[u64], dead:
                 view_since_ms: 0,
                 peers,
                 unidentified: vec![],
+                genesis: None,
             };
             decide(&f)
         })
@@ -673,6 +675,7 @@ fn simulate(
                 view_since_ms: view_since[me],
                 peers,
                 unidentified: vec![],
+                genesis: None,
             };
             let view = f.settle_key();
             if view != last_view[me] {
@@ -742,4 +745,72 @@ proptest! {
             }
         }
     }
+}
+
+fn founded(founders: &[usize]) -> Option<Founded> {
+    Some(Founded {
+        id: "0123456789abcdef".into(),
+        consensus: Consensus::Raft,
+        founders: ids(founders),
+        founded_at: "2026-11-30T00:00:00Z".into(),
+    })
+}
+
+/// With a genesis record, a peer with no state and no live peers never
+/// founds a cluster of its own: only the record's founders found, again, with
+/// the record's set, whatever the view, the settle time and the proposals.
+#[test]
+fn a_genesis_record_allows_only_its_founders_to_found() {
+    for consensus in [Consensus::Crdt, Consensus::Raft] {
+        // Everything rule 4 wants: enough peers, settled, all agreeing.
+        let mut f = facts(consensus, 2, vec![obs(1, 2000, waiting(&[0, 1]))]);
+        f.genesis = founded(&[3, 4]);
+        check(&f, Action::Wait, "cluster_exists");
+        // Alone, unsettled, --expect unmet: still no founding.
+        let mut f = facts(consensus, 5, vec![]);
+        f.view_since_ms = f.now_ms;
+        f.genesis = founded(&[3]);
+        check(&f, Action::Wait, "cluster_exists");
+        // A founder named in it founds again, with the record's set.
+        let mut f = facts(consensus, 5, vec![]);
+        f.genesis = founded(&[3, 0, 4]);
+        let init_peerset = match consensus {
+            Consensus::Crdt => None,
+            Consensus::Raft => Some(ids(&[3, 0, 4])),
+        };
+        check(&f, Action::Found { init_peerset }, "genesis_founder");
+    }
+}
+
+/// The record changes nothing before rule 3b: state starts, live peers are joined.
+#[test]
+fn a_genesis_record_does_not_stop_starts_and_joins() {
+    let mut f = facts(Consensus::Crdt, 3, vec![obs(1, 900, Probe::Daemon)]);
+    f.genesis = founded(&[5]);
+    check(
+        &f,
+        Action::Join {
+            bootstrap: vec![reg(1, 900).addr()],
+        },
+        "live_cluster",
+    );
+    f.me.has_state = true;
+    check(
+        &f,
+        Action::Start {
+            bootstrap: vec![reg(1, 900).addr()],
+        },
+        "existing_state",
+    );
+    let mut f = facts(Consensus::Raft, 3, vec![obs(1, 900, Probe::Daemon)]);
+    f.genesis = founded(&[5]);
+    check(
+        &f,
+        Action::Join {
+            bootstrap: vec![reg(1, 900).addr()],
+        },
+        "live_cluster",
+    );
+    f.me.has_state = true;
+    check(&f, Action::Start { bootstrap: vec![] }, "existing_state");
 }

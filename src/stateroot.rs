@@ -1,0 +1,306 @@
+//! The shell around `--state-root`: the `slot` mode (kubo's container takes a
+//! slot and execs kubo on it), this task's slot for `run`, `plan` and
+//! `health`, and the genesis record around the founding decision. The
+//! files are `slot`'s and `genesis`'s; the rules are `decide`'s.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::decide::Founded;
+use crate::exit::Error;
+use crate::genesis::{self, Created, Genesis};
+use crate::local::LocalPeer;
+use crate::peer::{Consensus, PeerId};
+use crate::slot::{self, Holder, Lock, SlotFile};
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// This task's name in holder records: the ECS task ID, else the host name.
+pub fn task_name(task_id: Option<&str>) -> String {
+    if let Some(id) = task_id {
+        return id.to_owned();
+    }
+    let mut buf = [0u8; 256];
+    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        if end > 0 {
+            return String::from_utf8_lossy(&buf[..end]).into_owned();
+        }
+    }
+    format!("pid-{}", std::process::id())
+}
+
+fn jitter(min_ms: u64, max_ms: u64) -> Duration {
+    Duration::from_millis(fastrand::u64(min_ms..=max_ms))
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |source| Error::Write {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Takes the lowest free slot of `0..count`, waiting (non-blocking attempts
+/// every 1–2 s) until `deadline`; says which tasks hold them while it waits.
+pub async fn claim(root: &Path, count: usize, task: &str, timeout: Duration) -> Result<slot::Claimed, Error> {
+    let deadline = Instant::now() + timeout;
+    let mut said = String::new();
+    loop {
+        let holder = Holder {
+            task: task.to_owned(),
+            since: now_rfc3339(),
+        };
+        match slot::try_claim(root, count, &holder).map_err(io_err(&slot::slots_dir(root)))? {
+            Ok(claimed) => {
+                info!(slot = claimed.index, state_root = %root.display(), "took a state slot");
+                return Ok(claimed);
+            }
+            Err(busy) => {
+                let holders = slot::describe_holders(&busy);
+                if Instant::now() >= deadline {
+                    return Err(Error::GaveUp {
+                        waited: timeout,
+                        reason: format!(
+                            "all {count} slots under {} are held: {holders} (a task that vanished keeps its lock \
+                             until EFS expires its lease, about 90-180 s)",
+                            root.display()
+                        ),
+                    });
+                }
+                if holders != said {
+                    info!(slots = count, holders = %holders, "no free state slot: waiting");
+                    said = holders;
+                }
+                tokio::time::sleep(jitter(1000, 2000)).await;
+            }
+        }
+    }
+}
+
+/// The slot file's content; waits for it until `deadline` when `wait`.
+async fn slot_from_file(file: &Path, wait: bool, timeout: Duration) -> Result<SlotFile, Error> {
+    let deadline = Instant::now() + timeout;
+    let mut said = false;
+    loop {
+        match slot::read_slot_file(file) {
+            Err(why) => return Err(Error::bad_file(file, why)),
+            Ok(Some(s)) => return Ok(s),
+            Ok(None) if !wait => {
+                return Err(Error::Unreadable {
+                    path: file.to_owned(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "no slot taken yet (the kubo container's `ipfs-cluster-bootstrap slot` writes it)",
+                    ),
+                })
+            }
+            Ok(None) if Instant::now() >= deadline => {
+                return Err(Error::GaveUp {
+                    waited: timeout,
+                    reason: format!(
+                        "{} was never written: the kubo container's entrypoint must be `ipfs-cluster-bootstrap \
+                         slot` with the same --slot-file",
+                        file.display()
+                    ),
+                })
+            }
+            Ok(None) => {
+                if !said {
+                    info!(slot_file = %file.display(), "waiting for the kubo container to take a slot");
+                    said = true;
+                }
+                tokio::time::sleep(jitter(200, 500)).await;
+            }
+        }
+    }
+}
+
+/// The slot `run`, `plan` or `health` works in, and the lock `run` holds
+/// while its daemon runs. `expect` is only asked for when this process must
+/// claim a slot itself (no --slot-file).
+pub async fn this_task_slot<F: std::future::Future<Output = Result<usize, Error>>>(
+    cfg: &Config,
+    root: &Path,
+    read_only: bool,
+    task: &str,
+    expect: impl FnOnce() -> F,
+) -> Result<(usize, Option<Lock>), Error> {
+    let Some(file) = &cfg.slot_file else {
+        // Config refuses read-only modes without a slot file.
+        let count = expect().await?;
+        let claimed = claim(root, count, task, cfg.timeout).await?;
+        return Ok((claimed.index, Some(claimed.lock)));
+    };
+    let s = slot_from_file(file, !read_only, cfg.timeout).await?;
+    if read_only {
+        return Ok((s.slot, None));
+    }
+    let k = s.slot;
+    let taken = slot::slot_lock(root, k);
+    if !Lock::is_held(&taken).map_err(io_err(&taken))? {
+        return Err(Error::Unsafe(format!(
+            "{} names slot {k}, but nobody holds {}: the container that took it is gone, and this task has no \
+             claim to the slot",
+            file.display(),
+            taken.display()
+        )));
+    }
+    let path = slot::cluster_lock(root, k);
+    let deadline = Instant::now() + cfg.timeout;
+    let mut said = false;
+    loop {
+        if let Some(lock) = Lock::try_take(&path).map_err(io_err(&path))? {
+            info!(slot = k, state_root = %root.display(), "using this task's state slot");
+            return Ok((k, Some(lock)));
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::GaveUp {
+                waited: cfg.timeout,
+                reason: format!(
+                    "{} is held by another cluster daemon (of a task that vanished? EFS releases its lock when its \
+                     lease expires, about 90-180 s)",
+                    path.display()
+                ),
+            });
+        }
+        if !said {
+            warn!(lock = %path.display(), "the slot's cluster lock is still held: waiting");
+            said = true;
+        }
+        tokio::time::sleep(jitter(1000, 2000)).await;
+    }
+}
+
+/// The `slot` mode: take a slot, tell the task's other container, exec the
+/// program on the slot's kubo repo. Returns only on failure.
+pub async fn slot_main(cfg: &Config, root: &Path, count: usize, task: &str) -> Result<i32, Error> {
+    let claimed = claim(root, count, task, cfg.timeout).await?;
+    let ipfs = slot::ipfs_dir(root, claimed.index);
+    std::fs::create_dir_all(&ipfs).map_err(io_err(&ipfs))?;
+    if let Some(file) = &cfg.slot_file {
+        let s = SlotFile {
+            slot: claimed.index,
+            state_root: root.to_owned(),
+            task: task.to_owned(),
+        };
+        slot::write_atomic(file, &serde_json::to_vec(&s).unwrap_or_default()).map_err(io_err(file))?;
+    }
+    crate::watchdog::spawn(&claimed.lock, cfg.watchdog_interval)?;
+    let argv: Vec<OsString> = cfg.daemon_args.iter().map(OsString::from).collect();
+    info!(slot = claimed.index, ipfs_path = %ipfs.display(), argv = ?argv, "exec'ing on the slot's kubo repo");
+    let err = crate::launch::exec(&argv, &[("IPFS_PATH", ipfs.into_os_string())]);
+    drop(claimed);
+    Err(err)
+}
+
+pub fn founded(g: &Genesis) -> Founded {
+    Founded {
+        id: g.id.clone(),
+        consensus: g.consensus,
+        founders: g.founders.clone(),
+        founded_at: g.founded_at.clone(),
+    }
+}
+
+/// The genesis record as `decide` sees it, after checking this peer against
+/// it: same consensus, same secret. With `--refound` of the current record,
+/// `decide` sees none, and the record a founding creates replaces it
+/// (`Some(id)` in the second place).
+pub fn read_genesis(cfg: &Config, root: &Path, local: &LocalPeer) -> Result<(Option<Genesis>, Option<String>), Error> {
+    let Some(g) = genesis::current(root)? else {
+        if let Some(id) = &cfg.refound {
+            warn!(refound = %id, "--refound is set but there is no genesis record: ignored");
+        }
+        return Ok((None, None));
+    };
+    let secret = cfg
+        .secret_sha256_env
+        .clone()
+        .unwrap_or_else(|| local.secret_sha256_in_file.clone());
+    if secret != g.secret_sha256 {
+        let from = match cfg.secret_sha256_env {
+            Some(_) => "CLUSTER_SECRET".to_string(),
+            None => format!(
+                "{}'s cluster.secret",
+                crate::local::service_json(&cfg.config_dir).display()
+            ),
+        };
+        return Err(Error::Unsafe(format!(
+            "{from} is not the secret of the cluster founded in {} (genesis record {}, {}): this peer could not \
+             talk to it. Use the cluster's secret",
+            g.path.display(),
+            g.id,
+            g.founded_at
+        )));
+    }
+    if g.consensus != local.consensus {
+        return Err(Error::Unsafe(format!(
+            "this peer's consensus is {}, but the cluster founded in {} (genesis record {}) uses {}: set \
+             IPFS_CLUSTER_CONSENSUS={} for new peers",
+            local.consensus,
+            g.path.display(),
+            g.id,
+            g.consensus,
+            g.consensus
+        )));
+    }
+    match &cfg.refound {
+        Some(id) if *id == g.id => {
+            warn!(genesis = %g.id, founded_at = %g.founded_at, "--refound: a founding may replace this genesis record; the cluster it names and its pinset are given up");
+            Ok((None, Some(g.id)))
+        }
+        Some(id) => {
+            warn!(refound = %id, genesis = %g.id, "--refound does not name the current genesis record (already replaced?): ignored; unset it");
+            Ok((Some(g), None))
+        }
+        None => Ok((Some(g), None)),
+    }
+}
+
+/// Before a founding (not one that a record already allows): creates the
+/// record, once across the state root. `Ok(None)`: go ahead. `Ok(Some(g))`:
+/// record `g` is in place and does not allow this founding.
+pub fn create_genesis(
+    cfg: &Config,
+    root: &Path,
+    local: &LocalPeer,
+    founders: &[PeerId],
+    founded_by: &str,
+    supersedes: Option<&str>,
+) -> Result<Option<Genesis>, Error> {
+    let secret = cfg
+        .secret_sha256_env
+        .clone()
+        .unwrap_or_else(|| local.secret_sha256_in_file.clone());
+    let draft = genesis::Draft {
+        consensus: local.consensus,
+        founders,
+        secret_sha256: &secret,
+        founded_by,
+        supersedes,
+    };
+    match genesis::create(root, &draft)? {
+        Created::Won(g) => {
+            info!(genesis = %g.id, path = %g.path.display(), founders = g.founders.len(), "genesis record created");
+            Ok(None)
+        }
+        // Another member of the same raft founding set wrote it first.
+        Created::Lost(g)
+            if g.consensus == Consensus::Raft && local.consensus == Consensus::Raft && g.founders == founders =>
+        {
+            info!(genesis = %g.id, "genesis record of this founding set already created by another founder");
+            Ok(None)
+        }
+        Created::Lost(g) => {
+            warn!(genesis = %g.id, founded_at = %g.founded_at, "another peer founded the cluster first (genesis record): not founding");
+            Ok(Some(g))
+        }
+    }
+}
