@@ -8,7 +8,7 @@
 //! STATE_ROOT/slots/<k>/holder.json which task holds it, for messages only
 //! STATE_ROOT/slots/<k>/ipfs/       IPFS_PATH
 //! STATE_ROOT/slots/<k>/cluster/    IPFS_CLUSTER_PATH
-//! STATE_ROOT/slots/<k>/cluster.lock flock()ed by that task's cluster container
+//! STATE_ROOT/slots/<k>/peer.lock  flock()ed by that task's cluster container
 //! ```
 //!
 //! The locks are `flock` on files of our own, never kubo's `repo.lock` or
@@ -138,8 +138,8 @@ pub fn slot_lock(root: &Path, k: usize) -> PathBuf {
 }
 
 /// The lock the slot's cluster container holds.
-pub fn cluster_lock(root: &Path, k: usize) -> PathBuf {
-    slot_dir(root, k).join("cluster.lock")
+pub fn peer_lock(root: &Path, k: usize) -> PathBuf {
+    slot_dir(root, k).join("peer.lock")
 }
 
 pub fn ipfs_dir(root: &Path, k: usize) -> PathBuf {

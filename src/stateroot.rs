@@ -152,7 +152,7 @@ pub async fn this_task_slot<F: std::future::Future<Output = Result<usize, Error>
             taken.display()
         )));
     }
-    let path = slot::cluster_lock(root, k);
+    let path = slot::peer_lock(root, k);
     let deadline = Instant::now() + cfg.timeout;
     let mut said = false;
     loop {
@@ -171,7 +171,7 @@ pub async fn this_task_slot<F: std::future::Future<Output = Result<usize, Error>
             });
         }
         if !said {
-            warn!(lock = %path.display(), "the slot's cluster lock is still held: waiting");
+            warn!(lock = %path.display(), "the slot's peer.lock is still held: waiting");
             said = true;
         }
         tokio::time::sleep(jitter(1000, 2000)).await;

@@ -11,3 +11,4 @@ mod failures;
 mod launches;
 mod paths;
 mod shipped;
+mod state_root;

@@ -226,6 +226,14 @@ impl Peer {
         }
     }
 
+    /// The exit code if the process has ended (128+signal when killed).
+    pub fn try_exit(&mut self) -> Option<i32> {
+        let status = self.child.as_mut()?.try_wait().unwrap()?;
+        self.child = None;
+        use std::os::unix::process::ExitStatusExt;
+        Some(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+    }
+
     /// The PID of the process started last (the sidecar, then the daemon it execs).
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("not running").id()
