@@ -320,7 +320,7 @@ pub(crate) fn container<'a>(td: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no container {name}"))
 }
 
-fn ecs_env(c: &Value) -> BTreeMap<String, String> {
+pub(crate) fn ecs_env(c: &Value) -> BTreeMap<String, String> {
     c["environment"]
         .as_array()
         .map(|a| {
@@ -452,6 +452,24 @@ impl Template {
                         out.push_str(rest);
                         json!(out)
                     }
+                    "Fn::Select" => {
+                        let i = x[0].as_u64().expect("Fn::Select: a literal index") as usize;
+                        match self.resolve(&x[1]) {
+                            Value::Array(a) => a
+                                .get(i)
+                                .cloned()
+                                .unwrap_or_else(|| panic!("Fn::Select {i} beyond {a:?}")),
+                            // A list parameter without a default: a stand-in per element.
+                            Value::String(list) => json!(format!("{list}[{i}]")),
+                            other => panic!("Fn::Select from {other}"),
+                        }
+                    }
+                    "Fn::FindInMap" => {
+                        let key = scalar(&self.resolve(&x[1])).expect("Fn::FindInMap: a scalar key");
+                        let v = &self.t["Mappings"][s(&x[0], "map name")][key.as_str()][s(&x[2], "attribute")];
+                        assert!(!v.is_null(), "Fn::FindInMap {x}: no such entry for {key}");
+                        v.clone()
+                    }
                     other => panic!("intrinsic {other} not resolved by this test"),
                 }
             }
@@ -490,9 +508,13 @@ fn camel(v: &Value, keep_keys: bool) -> Value {
         Value::Object(m) => Value::Object(
             m.iter()
                 .map(|(k, x)| {
-                    let key = match keep_keys {
-                        true => k.clone(),
-                        false => k[..1].to_lowercase() + &k[1..],
+                    let key = match (keep_keys, k.as_str()) {
+                        (true, _) => k.clone(),
+                        // CloudFormation spells these differently from the API.
+                        (false, "EFSVolumeConfiguration") => "efsVolumeConfiguration".into(),
+                        (false, "FilesystemId") => "fileSystemId".into(),
+                        (false, "IAM") => "iam".into(),
+                        (false, _) => k[..1].to_lowercase() + &k[1..],
                     };
                     (key, camel(x, k == "Options"))
                 })
@@ -599,9 +621,13 @@ fn health_is_a_mode_and_every_health_check_runs_it() {
 #[test]
 fn dockerfile_builds_on_musl_and_keeps_the_official_entrypoint_shape() {
     let from = instruction("FROM");
-    assert_eq!(from.len(), 2, "two stages: {from:?}");
+    assert_eq!(from.len(), 3, "three stages: {from:?}");
     assert_eq!(from[0], "rust:1.95-alpine AS build");
-    assert!(from[1].starts_with("ipfs/ipfs-cluster:v"), "{from:?}");
+    assert_eq!(from[1], "ipfs/kubo:v0.43.0 AS kubo", "the kubo image (--target kubo)");
+    assert!(
+        from[2].starts_with("ipfs/ipfs-cluster:v") && !from[2].contains(" AS "),
+        "the cluster image is the last stage, the default target: {from:?}"
+    );
     let run = instruction("RUN").join("\n");
     assert!(run.contains("cargo build --release --locked"), "{run}");
     let copies = instruction("COPY");
@@ -612,15 +638,37 @@ fn dockerfile_builds_on_musl_and_keeps_the_official_entrypoint_shape() {
         "{copies:?}"
     );
     assert!(copies.iter().any(|c| c.starts_with("src ")), "{copies:?}");
-    assert!(
+    assert_eq!(
         copies
             .iter()
-            .any(|c| c.starts_with("--from=build ") && c.ends_with(&format!(" {BIN_IN_IMAGE}"))),
-        "the binary lands at {BIN_IN_IMAGE}: {copies:?}"
+            .filter(|c| c.starts_with("--from=build ") && c.ends_with(&format!(" {BIN_IN_IMAGE}")))
+            .count(),
+        2,
+        "the binary lands at {BIN_IN_IMAGE} in both images: {copies:?}"
     );
-    let entry = exec_form(&instruction("ENTRYPOINT")[0], "ENTRYPOINT");
+    // Stage by stage: the kubo image's, then the cluster image's (the last).
+    let entries = instruction("ENTRYPOINT");
+    let cmds = instruction("CMD");
+    assert_eq!((entries.len(), cmds.len()), (2, 2), "{entries:?} {cmds:?}");
+    assert_eq!(
+        exec_form(&entries[0], "kubo ENTRYPOINT"),
+        [
+            "/sbin/tini",
+            "--",
+            BIN_IN_IMAGE,
+            "slot",
+            "--",
+            "/usr/local/bin/start_ipfs"
+        ]
+    );
+    assert_eq!(
+        exec_form(&cmds[0], "kubo CMD"),
+        ["daemon", "--migrate=true", "--agent-version-suffix=docker"],
+        "kubo's own CMD"
+    );
+    let entry = exec_form(&entries[1], "ENTRYPOINT");
     assert_eq!(entry, ["/sbin/tini", "--", BIN_IN_IMAGE]);
-    assert_eq!(exec_form(&instruction("CMD")[0], "CMD"), ["daemon"]);
+    assert_eq!(exec_form(&cmds[1], "CMD"), ["daemon"]);
     // The binary drops root itself (--run-as); a USER line would keep it from
     // making the config folder the daemon's.
     assert!(instruction("USER").is_empty(), "the image must start as root");
@@ -902,7 +950,14 @@ fn task_definition_is_register_task_definition_input() {
             "{name}: Fargate stopTimeout"
         );
     }
-    assert_eq!(container(&td, "ipfs")["image"], "ipfs/kubo:v0.43.0");
+    for (name, repo) in [
+        ("ipfs", "/ipfs-cluster-bootstrap-kubo:"),
+        ("ipfs-cluster", "/ipfs-cluster-bootstrap:"),
+    ] {
+        let image = s(&container(&td, name)["image"], "image");
+        assert!(image.contains(repo), "{name} runs our image ({repo}): {image}");
+        assert!(!image.ends_with(":latest"), "{name}: a pinned tag, not {image}");
+    }
     let c = container(&td, "ipfs-cluster");
     assert_eq!(
         c["dependsOn"],
@@ -951,20 +1006,23 @@ fn template_task_definition_has_the_shape_of_the_stand_alone_one() {
     let mut got = tpl.task_definition();
     let mut want = json_file(TASK_DEF);
     botocore_validates(&got, "the template's task definition");
-    // Values that differ by design: names, roles, size, the image and the
-    // Cloud Map IDs (references in the template), log group and region.
+    // Values that differ by design: names, roles, size, the images, the EFS
+    // file system and access point and the Cloud Map IDs (references in the
+    // template), the log options (the stand-alone one creates its log group).
     for td in [&mut got, &mut want] {
         let o = td.as_object_mut().unwrap();
         for k in ["family", "executionRoleArn", "taskRoleArn", "ephemeralStorage"] {
             o.insert(k.into(), json!("*"));
         }
+        for v in o["volumes"].as_array_mut().unwrap() {
+            if let Some(efs) = v.get_mut("efsVolumeConfiguration") {
+                efs["fileSystemId"] = json!("*");
+                efs["authorizationConfig"]["accessPointId"] = json!("*");
+            }
+        }
         for c in o["containerDefinitions"].as_array_mut().unwrap() {
-            if c["name"] == "ipfs-cluster" {
-                c["image"] = json!("*");
-            }
-            for v in c["logConfiguration"]["options"].as_object_mut().unwrap().values_mut() {
-                *v = json!("*");
-            }
+            c["image"] = json!("*");
+            c["logConfiguration"]["options"] = json!("*");
             if let Some(env) = c.get_mut("environment").and_then(Value::as_array_mut) {
                 env.retain(|e| e["name"] != "AWS_REGION");
                 for e in env {

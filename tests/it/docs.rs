@@ -39,6 +39,7 @@ fn readme_and_help_list_every_exit_code() {
         OSERR,
         CANTCREAT,
         TEMPFAIL,
+        CLUSTER_LOST,
         NOPERM,
         CONFIG,
     ] {

@@ -5,6 +5,7 @@
 //! Cloud Map and ECS and a fake task metadata endpoint.
 
 use std::collections::BTreeMap;
+use std::fs;
 use std::net::IpAddr;
 use std::process::Command;
 use std::time::Duration;
@@ -20,7 +21,8 @@ use crate::support::{bin, double, root, testbed_ready, Net, TempDir};
 /// The image's command line with `cmd` as CMD: ENTRYPOINT without tini, the
 /// binary at its place in the image replaced by the one under test.
 fn image_argv(cmd: &[String]) -> Vec<String> {
-    let entry = exec_form(&instruction("ENTRYPOINT")[0], "ENTRYPOINT");
+    // The cluster image: the Dockerfile's last stage.
+    let entry = exec_form(instruction("ENTRYPOINT").last().unwrap(), "ENTRYPOINT");
     let at = entry
         .iter()
         .position(|a| a == BIN_IN_IMAGE)
@@ -33,7 +35,7 @@ fn image_argv(cmd: &[String]) -> Vec<String> {
 
 /// The image's CMD.
 fn image_cmd() -> Vec<String> {
-    exec_form(&instruction("CMD")[0], "CMD")
+    exec_form(instruction("CMD").last().unwrap(), "CMD")
 }
 
 /// `argv` with `env` only (as in a container: options come from the environment).
@@ -168,8 +170,48 @@ async fn the_task_definitions_health_check_passes() {
     ] {
         env.insert(k.into(), v);
     }
+    // The task's volumes: /state (EFS) and /task, folders here.
+    let state = tmp.0.join("state");
+    let slot_file = tmp.0.join("task/slot.json");
+    fs::create_dir_all(slot_file.parent().unwrap()).unwrap();
+    assert_eq!(env["BOOTSTRAP_STATE_ROOT"], "/state");
+    assert_eq!(env["BOOTSTRAP_SLOT_FILE"], "/task/slot.json");
+    env.insert("BOOTSTRAP_STATE_ROOT".into(), state.display().to_string());
+    env.insert("BOOTSTRAP_SLOT_FILE".into(), slot_file.display().to_string());
+    // The kubo container takes the slot first, with its own environment
+    // (--expect auto from the ECS service), holding it while "kubo" runs.
+    let mut kubo_env = crate::deploy::ecs_env(container(&td, "ipfs"));
+    assert_eq!(kubo_env["BOOTSTRAP_EXPECT"], "auto");
+    for k in [
+        "ECS_CONTAINER_METADATA_URI_V4",
+        "AWS_ENDPOINT_URL",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_REGION",
+        "AWS_EC2_METADATA_DISABLED",
+        "BOOTSTRAP_STATE_ROOT",
+        "BOOTSTRAP_SLOT_FILE",
+        "BOOTSTRAP_LOOPBACK_ONLY",
+    ] {
+        kubo_env.insert(k.into(), env[k].clone());
+    }
+    let mut kubo = Peer::new(&tmp.0, "kubo", Net::new().ip());
+    let sleep = ["/bin/sleep".to_string(), "600".into()];
+    let mut slot_argv = vec![bin().display().to_string(), "slot".into(), "--".into()];
+    slot_argv.extend(sleep);
+    kubo.spawn(command(&slot_argv, &kubo, &kubo_env));
+    let t = std::time::Instant::now();
+    while !slot_file.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "no slot taken: {}",
+            kubo.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     p.spawn(command(&image_argv(&image_cmd()), &p, &env));
     until_ready(&p, Some((&password.0, &password.1))).await;
+    assert!(state.join("slots/0/cluster/identity.json").exists());
 
     let hc = c["healthCheck"]["command"].as_array().unwrap();
     let hc: Vec<String> = hc.iter().skip(1).map(|a| a.as_str().unwrap().to_owned()).collect();

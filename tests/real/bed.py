@@ -34,6 +34,7 @@ SECRET = "1f3b5d7f9a0c2e4f6a8b0d1e3f5a7c9e0b2d4f6a8c0e1f3a5b7d9e0f2a4c6e8b"
 KUBO_PORTS = {"swarm": 4001, "api": 5001, "gateway": 8080}
 CLUSTER_API, CLUSTER_PORT = 9094, 9096
 EMPTY_DIR_CID = "QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn"  # pinned by `ipfs init`
+KUBO_START = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kubo_start.py")
 
 
 class BedError(RuntimeError):
@@ -541,6 +542,46 @@ class Bed:
         if wait:
             self.wait_kubo(t)
         return t.kubo
+
+    def start_kubo_slot(self, t, state_root, expect, wait=True):
+        """The kubo container with a state root (EFS: here a local folder shared by the tasks):
+        `ipfs-cluster-bootstrap slot` takes a free slot, writes the task's slot file (a folder only this
+        task's containers share) and execs kubo on the slot's repo (kubo_start.py, the bed's start_ipfs)."""
+        task_vol = os.path.join(t.dir, "task")
+        os.makedirs(task_vol, exist_ok=True)
+        t.slot_file = os.path.join(task_vol, "slot.json")
+        env = dict(self.path_env(), HOME=t.dir, IPFS_TELEMETRY="off", BOOTSTRAP_STATE_ROOT=state_root,
+                   BOOTSTRAP_SLOT_FILE=t.slot_file, BOOTSTRAP_EXPECT=str(expect), BOOTSTRAP_LOG_FORMAT="json",
+                   BOOTSTRAP_TIMEOUT="300s")
+        t.kubo = t.spawn([self.bin, "slot", "--", os.path.join(VENV, "python"), KUBO_START, "daemon",
+                          "--migrate=true", "--agent-version-suffix=docker"], env, "kubo")
+        t.state_root = state_root
+        if wait:
+            self.wait_slot(t)
+            self.wait_kubo(t)
+        return t.kubo
+
+    def wait_slot(self, t, timeout=300):
+        """The slot t's kubo container took; points t's kubo and cluster paths at it."""
+        def taken():
+            if t.kubo.poll() is not None:
+                raise BedError("the kubo container of %s exited %s (%s)" % (t.name, t.kubo.returncode,
+                                                                          t.kubo.logpath))
+            try:
+                with open(t.slot_file) as f:
+                    return [json.load(f)["slot"]]  # a list: slot 0 is a slot
+            except (OSError, ValueError):
+                return None
+        [k] = wait_for("%s's slot" % t.name, taken, timeout, interval=0.2)
+        t.slot = k
+        t.ipfs_path = os.path.join(t.state_root, "slots", str(k), "ipfs")
+        t.cluster_path = os.path.join(t.state_root, "slots", str(k), "cluster")
+        return k
+
+    def slot_cluster_env(self, t, consensus, extra=None):
+        """The cluster container's environment with the state root and the task's slot file."""
+        return self.cluster_env(t, consensus, dict(extra or {}, BOOTSTRAP_STATE_ROOT=t.state_root,
+                                                   BOOTSTRAP_SLOT_FILE=t.slot_file))
 
     def wait_kubo(self, t, timeout=60):
         def up():
