@@ -13,6 +13,13 @@ use crate::discovery::{DiscoveryError, ErrorKind};
 /// DescribeTasks takes at most this many tasks per call.
 pub const TASKS_PER_CALL: usize = 100;
 
+/// What ECS says of a list of tasks (IDs).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TaskStates {
+    pub running: HashSet<String>,
+    pub gone: HashSet<String>,
+}
+
 #[derive(Clone)]
 pub struct Ecs {
     client: Client,
@@ -90,9 +97,15 @@ impl Ecs {
             .map(str::to_owned))
     }
 
-    /// Of these task IDs or ARNs, the IDs of those whose lastStatus is RUNNING.
-    pub async fn running(&self, tasks: &[String]) -> Result<HashSet<String>, DiscoveryError> {
-        let mut running = HashSet::new();
+    /// Of these task IDs or ARNs, the IDs of those whose lastStatus is RUNNING,
+    /// and of those that are gone: STOPPED, or unknown to ECS (MISSING: it
+    /// forgets stopped tasks after about an hour) when at least one task of
+    /// the list is known, so that a wrong cluster never reads as "all gone".
+    pub async fn states(&self, tasks: &[String]) -> Result<TaskStates, DiscoveryError> {
+        let mut states = TaskStates::default();
+        let mut missing = HashSet::new();
+        let mut known = false;
+        let id = |arn: &str| arn.rsplit('/').next().unwrap_or(arn).to_owned();
         for chunk in tasks.chunks(TASKS_PER_CALL) {
             let out = self
                 .client
@@ -103,13 +116,29 @@ impl Ecs {
                 .await
                 .map_err(|e| error("ecs:DescribeTasks", e))?;
             for t in out.tasks() {
-                if t.last_status() == Some("RUNNING") {
-                    if let Some(arn) = t.task_arn() {
-                        running.insert(arn.rsplit('/').next().unwrap_or(arn).to_owned());
+                known = true;
+                let Some(arn) = t.task_arn() else { continue };
+                match t.last_status() {
+                    Some("RUNNING") => {
+                        states.running.insert(id(arn));
+                    }
+                    Some("STOPPED") => {
+                        states.gone.insert(id(arn));
+                    }
+                    _ => {}
+                }
+            }
+            for f in out.failures() {
+                if f.reason() == Some("MISSING") {
+                    if let Some(arn) = f.arn() {
+                        missing.insert(id(arn));
                     }
                 }
             }
         }
-        Ok(running)
+        if known {
+            states.gone.extend(missing);
+        }
+        Ok(states)
     }
 }

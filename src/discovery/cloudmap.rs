@@ -248,6 +248,18 @@ impl Registry for CloudMap {
         }
     }
 
+    async fn remove_stale(&self, instance_id: &str) -> Result<(), DiscoveryError> {
+        let service_id = self.service_id().await?;
+        self.client
+            .deregister_instance()
+            .service_id(service_id)
+            .instance_id(instance_id)
+            .send()
+            .await
+            .map_err(|e| error("servicediscovery:DeregisterInstance", e))?;
+        Ok(())
+    }
+
     async fn discover(&self) -> Result<Discovered, DiscoveryError> {
         let out = self
             .client

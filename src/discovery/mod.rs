@@ -109,6 +109,12 @@ pub trait Registry {
     async fn deregister(&self, _me: &Registration) -> Result<(), DiscoveryError> {
         Ok(())
     }
+    /// Removes another instance's record whose task is known to be gone
+    /// (`--verify-tasks`); sent once, not awaited to completion. Backends
+    /// that only read have nothing to do.
+    async fn remove_stale(&self, _instance_id: &str) -> Result<(), DiscoveryError> {
+        Ok(())
+    }
     async fn discover(&self) -> Result<Discovered, DiscoveryError>;
 }
 

@@ -9,6 +9,9 @@ use crate::decide::Registration;
 use crate::ecs::Ecs;
 use crate::peer::PeerId;
 
+/// Stale records removed per discovery round at most.
+const MAX_REMOVALS_PER_ROUND: usize = 3;
+
 pub struct VerifiedTasks<R> {
     inner: R,
     ecs: Ecs,
@@ -43,12 +46,28 @@ impl<R: Registry> Registry for VerifiedTasks<R> {
         if ids.is_empty() {
             return Ok(found);
         }
-        let running = self.ecs.running(&ids).await?;
+        let states = self.ecs.states(&ids).await?;
         let (keep, drop): (Vec<_>, Vec<_>) = found
             .registrations
             .into_iter()
-            .partition(|c| running.contains(&c.instance_id));
+            .partition(|c| states.running.contains(&c.instance_id));
         found.registrations = keep;
+        // Records of stopped tasks are removed, not only hidden (Cloud Map
+        // lists at most 1,000 instances); a few per round bound the calls.
+        let mut removed = 0;
+        for c in &drop {
+            if removed < MAX_REMOVALS_PER_ROUND && states.gone.contains(&c.instance_id) {
+                removed += 1;
+                match self.inner.remove_stale(&c.instance_id).await {
+                    Ok(()) => {
+                        tracing::info!(instance_id = %c.instance_id, "deregistered the record of a stopped ECS task")
+                    }
+                    Err(e) => {
+                        tracing::warn!(instance_id = %c.instance_id, error = %e, "could not deregister the record of a stopped ECS task")
+                    }
+                }
+            }
+        }
         found.skipped.extend(
             drop.into_iter()
                 .map(|c| format!("instance {:?}: its ECS task is not RUNNING", c.instance_id)),

@@ -210,7 +210,8 @@ async fn ec2_refuses_awsvpc_and_explains_imds_failures() {
 }
 
 /// --expect auto reads the ECS service's desiredCount; --verify-tasks drops
-/// Cloud Map records whose task is not RUNNING.
+/// Cloud Map records whose task is not RUNNING, and deregisters those whose
+/// task is STOPPED.
 #[tokio::test]
 async fn ecs_expect_auto_and_verify_tasks() {
     if !testbed_ready() {
@@ -276,6 +277,20 @@ async fn ecs_expect_auto_and_verify_tasks() {
             !listed.contains(&arns[3].rsplit('/').next().unwrap()),
             "the stopped task's record is dropped"
         );
-        assert!(p.stderr().contains("its ECS task is not RUNNING"), "{}", p.stderr());
     }
+    // The first peer to see it skips it and removes it: the others may never see it.
+    assert!(peers.iter().any(|p| p.stderr().contains("its ECS task is not RUNNING")));
+    // ... and removed from Cloud Map, not only hidden.
+    let stale = arns[3].rsplit('/').next().unwrap().to_owned();
+    let ids = moto.instance_ids(&service_id).await;
+    assert!(
+        !ids.contains(&stale),
+        "the stopped task's record is still registered: {ids:?}"
+    );
+    // (moto lists a re-registered instance once per registration)
+    let unique: std::collections::BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), 3, "{ids:?}");
+    assert!(peers
+        .iter()
+        .any(|p| p.stderr().contains("deregistered the record of a stopped ECS task")));
 }

@@ -115,7 +115,7 @@ def test_replacements_and_total_losses_keep_every_slots_peer(bed, consensus):
         ids, leader = c.same_cluster(timeout=180)
         assert svc.slot_ids() == slot_ids, "an identity changed"
         log("%s: %s -> %s in slot %d%s" % (label, old.name, new.name, new.slot,
-                                          ", raft leader %s" % c.ids[leader].name if leader else ""))
+                                          ", raft leader %s" % leader if leader else ""))
 
     for i in range(REPLACEMENTS):
         old = c.tasks[i % N]
