@@ -609,6 +609,7 @@ fn simulate(
     delay: &[u64],
     dead: &[bool],
     publish: bool,
+    genesis: bool,
 ) -> (Vec<Option<Action>>, usize) {
     #[derive(Clone)]
     enum St {
@@ -628,6 +629,9 @@ fn simulate(
     let mut last_view: Vec<(Vec<PeerId>, Vec<PeerId>)> = vec![(vec![], vec![]); n];
     let settle = 300;
     let mut rounds = 0;
+    // With a state root: the genesis record, created by the first founding
+    // (`stateroot::create_genesis`: exactly one winner).
+    let mut record: Option<Vec<PeerId>> = None;
     for now in (0..20_000u64).step_by(50) {
         rounds += 1;
         for s in st.iter_mut() {
@@ -675,7 +679,12 @@ fn simulate(
                 view_since_ms: view_since[me],
                 peers,
                 unidentified: vec![],
-                genesis: None,
+                genesis: record.as_ref().map(|founders| Founded {
+                    id: "0123456789abcdef".into(),
+                    consensus,
+                    founders: founders.clone(),
+                    founded_at: String::new(),
+                }),
             };
             let view = f.settle_key();
             if view != last_view[me] {
@@ -684,6 +693,20 @@ fn simulate(
             }
             f.view_since_ms = view_since[me];
             let d = decide(&f);
+            if let (true, Action::Found { init_peerset }) = (genesis, &d.action) {
+                if !matches!(d.reason, Reason::GenesisFounder { .. }) {
+                    let founders = init_peerset.clone().unwrap_or_else(|| vec![id(me)]);
+                    match &record {
+                        None => record = Some(founders),
+                        Some(r) if consensus == Consensus::Raft && *r == founders => {}
+                        // Lost the race: decide again next round, with the record.
+                        Some(_) => {
+                            st[me] = St::Waiting(d.proposal.clone());
+                            continue;
+                        }
+                    }
+                }
+            }
             match &d.action {
                 Action::Wait => st[me] = St::Waiting(d.proposal.clone()),
                 Action::Found {
@@ -720,7 +743,7 @@ proptest! {
         publish in any::<bool>(),
     ) {
         let consensus = if raft { Consensus::Raft } else { Consensus::Crdt };
-        let (out, _) = simulate(consensus, n, expect, &start, &delay, &dead, publish);
+        let (out, _) = simulate(consensus, n, expect, &start, &delay, &dead, publish, false);
         let founds: Vec<&Option<Vec<PeerId>>> = out.iter().flatten().filter_map(|a| match a {
             Action::Found { init_peerset } => Some(init_peerset),
             _ => None,
@@ -743,6 +766,31 @@ proptest! {
                     prop_assert!(matches!(a, Some(Action::Found { .. })), "founding member {} did {:?}: {:?}", i, a, out);
                 }
             }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+    /// With a genesis record, registry delays up to 10x --settle (where the
+    /// founding rules alone can split: two disjoint founding sets) still make
+    /// one cluster: crdt, one founder; raft, one founding set, the record's.
+    #[test]
+    fn with_a_genesis_record_delays_beyond_settle_make_one_cluster(
+        raft in any::<bool>(), n in 2usize..=6, expect in 1usize..=3,
+        start in prop::collection::vec(0u64..1000, 6),
+        delay in prop::collection::vec(0u64..3000, 7),
+        dead in prop::collection::vec(prop::bool::weighted(0.15), 6),
+    ) {
+        let consensus = if raft { Consensus::Raft } else { Consensus::Crdt };
+        let (out, _) = simulate(consensus, n, expect, &start, &delay, &dead, false, true);
+        let founds: Vec<&Option<Vec<PeerId>>> = out.iter().flatten().filter_map(|a| match a {
+            Action::Found { init_peerset } => Some(init_peerset),
+            _ => None,
+        }).collect();
+        match consensus {
+            Consensus::Crdt => prop_assert!(founds.len() <= 1, "two crdt founders: {:?}", out),
+            Consensus::Raft => prop_assert!(founds.windows(2).all(|w| w[0] == w[1]), "two founding sets: {:?}", out),
         }
     }
 }
