@@ -184,6 +184,9 @@ pub async fn slot_main(cfg: &Config, root: &Path, count: usize, task: &str) -> R
     let claimed = claim(root, count, task, cfg.timeout).await?;
     let ipfs = slot::ipfs_dir(root, claimed.index);
     std::fs::create_dir_all(&ipfs).map_err(io_err(&ipfs))?;
+    // The watchdog first: the slot file tells the other container the slot
+    // is taken, so it is written only when nothing else can fail before exec.
+    crate::watchdog::spawn(&claimed.lock, cfg.watchdog_interval)?;
     if let Some(file) = &cfg.slot_file {
         let s = SlotFile {
             slot: claimed.index,
@@ -192,7 +195,6 @@ pub async fn slot_main(cfg: &Config, root: &Path, count: usize, task: &str) -> R
         };
         slot::write_atomic(file, &serde_json::to_vec(&s).unwrap_or_default()).map_err(io_err(file))?;
     }
-    crate::watchdog::spawn(&claimed.lock, cfg.watchdog_interval)?;
     let argv: Vec<OsString> = cfg.daemon_args.iter().map(OsString::from).collect();
     info!(slot = claimed.index, ipfs_path = %ipfs.display(), argv = ?argv, "exec'ing on the slot's kubo repo");
     let err = crate::launch::exec(&argv, &[("IPFS_PATH", ipfs.into_os_string())]);

@@ -33,8 +33,8 @@ pub fn spawn(lock: &Lock, interval: Duration) -> Result<(), Error> {
         detail,
     };
     lock.keep_across_exec().map_err(|e| err(e.to_string()))?;
-    let exe = std::env::current_exe().map_err(|e| err(e.to_string()))?;
-    Command::new(exe)
+    // This very binary, even if its file was replaced since it started.
+    Command::new("/proc/self/exe")
         .arg(ARG)
         .arg(lock.fd().to_string())
         .arg(std::process::id().to_string())
