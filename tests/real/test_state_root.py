@@ -139,6 +139,7 @@ def test_replacements_and_total_losses_keep_every_slots_peer(bed, consensus):
             new = svc.new_task()
         svc.start_cluster(new)
         replaced(old, new, label)
+        c.check_pins(pins, new, timeout=180)
     c.check_pins(pins, c.tasks[0], timeout=180)
     assert c.pinset(c.tasks[0]) == pins
     check_gateways(c, files, pins, "after %d replacements" % REPLACEMENTS, times)
