@@ -501,6 +501,9 @@ async fn bootstrap<R: Registry>(
     let started = Instant::now();
     let deadline = started + cfg.timeout;
     let read_only = cfg.read_only();
+    if let Some(root) = &cfg.state_root {
+        stateroot::check_secret_env(cfg, root)?;
+    }
     let local = prepare_local(cfg, read_only)?;
     // The state root's genesis record, checked against this peer.
     let (mut genesis, supersedes) = match &cfg.state_root {

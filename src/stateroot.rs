@@ -211,6 +211,28 @@ pub fn founded(g: &Genesis) -> Founded {
     }
 }
 
+/// Before anything is written (`init`): CLUSTER_SECRET, when set, against
+/// the record's secret.
+pub fn check_secret_env(cfg: &Config, root: &Path) -> Result<(), Error> {
+    let (Some(secret), Some(g)) = (&cfg.secret_sha256_env, genesis::current(root)?) else {
+        return Ok(());
+    };
+    match *secret == g.secret_sha256 {
+        true => Ok(()),
+        false => Err(wrong_secret("CLUSTER_SECRET", &g)),
+    }
+}
+
+fn wrong_secret(from: &str, g: &Genesis) -> Error {
+    Error::Unsafe(format!(
+        "{from} is not the secret of the cluster founded in {} (genesis record {}, {}): this peer could not \
+         talk to it. Use the cluster's secret",
+        g.path.display(),
+        g.id,
+        g.founded_at
+    ))
+}
+
 /// The genesis record as `decide` sees it, after checking this peer against
 /// it: same consensus, same secret. With `--refound` of the current record,
 /// `decide` sees none, and the record a founding creates replaces it
@@ -234,13 +256,7 @@ pub fn read_genesis(cfg: &Config, root: &Path, local: &LocalPeer) -> Result<(Opt
                 crate::local::service_json(&cfg.config_dir).display()
             ),
         };
-        return Err(Error::Unsafe(format!(
-            "{from} is not the secret of the cluster founded in {} (genesis record {}, {}): this peer could not \
-             talk to it. Use the cluster's secret",
-            g.path.display(),
-            g.id,
-            g.founded_at
-        )));
+        return Err(wrong_secret(&from, &g));
     }
     if g.consensus != local.consensus {
         return Err(Error::Unsafe(format!(

@@ -357,6 +357,13 @@ fn a_state_root_without_its_peers_never_founds_again_unless_told() {
     b.peer.start(&other);
     assert_eq!(b.peer.wait(Duration::from_secs(20)), 78);
     assert!(b.peer.stderr().contains("is not the secret of the cluster founded in"));
+    // ... also by a new peer, before `init` writes anything in its slot.
+    let mut c = SlotPeer::new(&tmp.0, &state, "c", &mut net, 3);
+    c.peer
+        .start(&c.setup(&state, "crdt").env("CLUSTER_SECRET", &"ab".repeat(32)));
+    assert_eq!(c.peer.wait(Duration::from_secs(20)), 78);
+    assert!(!c.slot_dir(&state).join("cluster/service.json").exists());
+    drop(c);
 
     // --refound with another ID is ignored; with the record's, a new cluster.
     b.peer.start(&setup.clone().arg(&["--refound", "00000000000000ff"]));
