@@ -1,12 +1,25 @@
 #!/usr/bin/env python3
 """The demo's body; scripts/demo.sh runs it inside one user+network namespace.
 
-Three "tasks" on 127.0.0.2, .3 and .4, each with the real kubo (`ipfs
-daemon`) and ipfs-cluster-bootstrap, which registers in Cloud Map (moto's
-server on 127.0.0.1:5000), decides and execs the real `ipfs-cluster-service
-daemon`. Every listener is on the task's own address and the standard ports.
-Then: each peer's decision, `ipfs-cluster-ctl peers ls` on each, an `add` on
-the first task, the file fetched back from the last task's gateway.
+Three "tasks" on 127.0.0.2, .3 and .4, run as the shipped task definition
+runs them, on one state root (a folder here; EFS on ECS) that they share:
+- the kubo container: `ipfs-cluster-bootstrap slot -- start_ipfs daemon
+  --migrate=true --agent-version-suffix=docker` takes a free slot, writes it to
+  the task's slot file (a folder only this task's two containers share) and
+  execs kubo's start script on the slot's repo; the start script is
+  scripts/demo_kubo_start.py, a stand-in with the demo's offline settings;
+- the cluster container: ipfs-cluster-bootstrap waits for the slot file,
+  takes the slot's peer.lock, registers in Cloud Map (moto's server on
+  127.0.0.1:5000), decides and execs the real `ipfs-cluster-service daemon`
+  with IPFS_CLUSTER_PATH set to the slot's folder.
+Every listener is on the task's own address and the standard ports. Then:
+each peer's decision, `ipfs-cluster-ctl peers ls` on each, an `add` on the
+first task, the file fetched back from the last task's gateway, genesis.json
+(who founded the cluster). Then a replacement, as ECS replaces a task: task2
+is stopped (SIGTERM) and task4 starts on 127.0.0.5 with the same commands; it
+takes task2's slot and comes back as task2's peer (same peer ID, decision
+"start" on its state), the cluster still has the same 3 peer IDs, and task4's
+gateway serves the file added before.
 
   demo.py crdt|raft     (env: ICB_BINARY, ICB_DAEMONS: the binaries to run)
 
@@ -17,10 +30,12 @@ import json, os, secrets, shutil, signal, socket, subprocess, sys, tempfile, tim
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "real"))
-from bed import CLUSTER_BED_ENV, json_stream, kubo_offline  # noqa: E402  (the test bed's settings)
+from bed import CLUSTER_BED_ENV, json_stream  # noqa: E402  (the test bed's settings)
 
 CONSENSUS = sys.argv[1] if len(sys.argv) > 1 else "crdt"
 TASKS = [("task%d" % n, "127.0.0.%d" % (n + 1)) for n in (1, 2, 3)]
+REPLACEMENT = ("task4", "127.0.0.5")  # replaces task2
+KUBO_START = os.path.join(ROOT, "scripts", "demo_kubo_start.py")  # the demo's start_ipfs
 MOTO = ("127.0.0.1", 5000)
 T0 = time.time()
 URL = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy
@@ -72,31 +87,42 @@ def only_loopback():
 
 
 class Task:
-    def __init__(self, work, bindir, name, ip):
+    """One ECS task: its two containers share its network (here: its own address) and a task volume
+    (DIR/task: the slot file); both mount the state root."""
+
+    def __init__(self, work, bindir, state_root, name, ip):
         self.name, self.ip, self.dir = name, ip, os.path.join(work, name)
-        self.ipfs_path, self.cluster_path = os.path.join(self.dir, "ipfs"), os.path.join(self.dir, "cluster")
-        os.makedirs(self.dir)
+        self.state_root = state_root
+        self.slot_file = os.path.join(self.dir, "task", "slot.json")
+        os.makedirs(os.path.dirname(self.slot_file))
         self.path = "%s:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin" % bindir
-        self.kubo = self.cluster = None
+        self.kubo = self.cluster = self.slot = self.ipfs_path = self.cluster_path = None
 
     def spawn(self, argv, env, log):
         with open(os.path.join(self.dir, log), "wb") as out:
             return subprocess.Popen(argv, env=env, cwd=self.dir, stdin=subprocess.DEVNULL, stdout=out,
                                     stderr=subprocess.STDOUT, start_new_session=True)
 
-    def kubo_env(self):
-        return {"PATH": self.path, "HOME": self.dir, "IPFS_PATH": self.ipfs_path, "IPFS_TELEMETRY": "off"}
+    def start_kubo(self, binary):
+        """The kubo container, as the shipped kubo image runs it: `ipfs-cluster-bootstrap slot` takes a free
+        slot of the state root, writes the slot file and execs the start script on the slot's repo."""
+        env = {"PATH": self.path, "HOME": self.dir, "IPFS_TELEMETRY": "off", "DEMO_TASK_IP": self.ip,
+               "BOOTSTRAP_STATE_ROOT": self.state_root, "BOOTSTRAP_SLOT_FILE": self.slot_file,
+               "BOOTSTRAP_EXPECT": "3", "BOOTSTRAP_LOG_FORMAT": "json"}
+        self.kubo = self.spawn([binary, "slot", "--", sys.executable, KUBO_START, "daemon", "--migrate=true",
+                                "--agent-version-suffix=docker"], env, "kubo.log")
 
-    def init_kubo(self):
-        subprocess.run(["ipfs", "init", "--profile=test"], env=self.kubo_env(), check=True, capture_output=True)
-        path = os.path.join(self.ipfs_path, "config")
-        cfg = kubo_offline(json.load(open(path)))
-        cfg["Addresses"]["API"] = "/ip4/%s/tcp/5001" % self.ip
-        cfg["Addresses"]["Gateway"] = "/ip4/%s/tcp/8080" % self.ip
-        cfg["Addresses"]["Swarm"] = ["/ip4/%s/tcp/4001" % self.ip]
-        with open(path, "w") as f:
-            json.dump(cfg, f, indent=2)
-        self.kubo = self.spawn(["ipfs", "daemon"], self.kubo_env(), "kubo.log")
+    def slot_taken(self):
+        if self.kubo.poll() is not None:
+            raise Failed("%s's kubo container exited %s (%s/kubo.log)" % (self.name, self.kubo.returncode, self.dir))
+        try:
+            with open(self.slot_file) as f:
+                self.slot = json.load(f)["slot"]
+        except (OSError, ValueError):
+            return False
+        slot = os.path.join(self.state_root, "slots", str(self.slot))
+        self.ipfs_path, self.cluster_path = os.path.join(slot, "ipfs"), os.path.join(slot, "cluster")
+        return True
 
     def kubo_up(self):
         if self.kubo.poll() is not None:
@@ -105,7 +131,9 @@ class Task:
         return json.load(URL.open(req, timeout=2))["ID"]
 
     def start_cluster(self, binary, secret):
-        env = dict(CLUSTER_BED_ENV, PATH=self.path, HOME=self.dir, IPFS_CLUSTER_PATH=self.cluster_path,
+        # IPFS_CLUSTER_PATH as the official image sets it (/data/ipfs-cluster): with a state root the
+        # daemon runs in the slot's folder instead, and this one stays empty.
+        env = dict(CLUSTER_BED_ENV, PATH=self.path, HOME=self.dir, IPFS_CLUSTER_PATH=os.path.join(self.dir, "cluster"),
                    IPFS_CLUSTER_CONSENSUS=CONSENSUS, CLUSTER_SECRET=secret, CLUSTER_PEERNAME=self.name,
                    CLUSTER_CRDT_TRUSTEDPEERS="*")
         for var, port in [("CLUSTER_LISTENMULTIADDRESS", 9096), ("CLUSTER_RESTAPI_HTTPLISTENMULTIADDRESS", 9094),
@@ -121,6 +149,7 @@ class Task:
             "BOOTSTRAP_TIMEOUT": "120s", "BOOTSTRAP_ADVERTISE_IP": self.ip, "BOOTSTRAP_LOOPBACK_ONLY": "true",
             "BOOTSTRAP_RUN_AS": "none",  # root here is only the namespace's root: stay this user
             "BOOTSTRAP_LOG_FORMAT": "json", "BOOTSTRAP_LOG_LEVEL": "info,aws=warn",
+            "BOOTSTRAP_STATE_ROOT": self.state_root, "BOOTSTRAP_SLOT_FILE": self.slot_file,
         })
         self.cluster = self.spawn([binary], env, "cluster.log")
 
@@ -150,7 +179,7 @@ class Task:
     def stop(self):
         for p in (self.cluster, self.kubo):  # the cluster peer first: it needs its kubo to stop cleanly
             if p is not None and p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
+                os.killpg(p.pid, signal.SIGTERM)  # the group: the daemon and its slot lock's watchdog
                 try:
                     p.wait(20)
                 except subprocess.TimeoutExpired:
@@ -174,20 +203,26 @@ def start_moto(work):
     return moto
 
 
-def demo(work, tasks, binary):
+def demo(work, state_root, tasks, binary, bindir):
     say("moto's server on %s:%d: Cloud Map namespace ipfs-demo, service cluster-peers" % MOTO)
+    say("state root (EFS on ECS): %s, shared by the tasks" % state_root)
     for t in tasks:
-        t.init_kubo()
+        t.start_kubo(binary)
     for t in tasks:
-        NAMES[wait_for("%s's kubo" % t.name, t.kubo_up, 60, 0.2)] = t.name + "'s kubo"
-    say("kubo v0.43.0 up on %s (API :5001, gateway :8080, swarm :4001; offline settings)"
+        wait_for("%s's slot file" % t.name, t.slot_taken, 60, 0.2)
+    for t in tasks:
+        t.kubo_id = wait_for("%s's kubo" % t.name, t.kubo_up, 60, 0.2)
+        NAMES[t.kubo_id] = t.name + "'s kubo"
+    say("3 kubo containers at once, each `ipfs-cluster-bootstrap slot -- start_ipfs daemon ...`; slots taken: %s"
+        % ", ".join("%s slot %d" % (t.name, t.slot) for t in tasks))
+    say("kubo v0.43.0 up on %s, each on its slot's repo (API :5001, gateway :8080, swarm :4001; offline settings)"
         % ", ".join(t.ip for t in tasks))
 
     secret = secrets.token_hex(32)
     for t in tasks:
         t.start_cluster(binary, secret)
-    say("started 3 ipfs-cluster-bootstrap at once: Cloud Map, --expect 3, %s; each execs ipfs-cluster-service"
-        " v1.1.6" % CONSENSUS)
+    say("started 3 ipfs-cluster-bootstrap at once: Cloud Map, --expect 3, %s; each reads its task's slot file, "
+        "takes the slot's peer.lock and execs ipfs-cluster-service v1.1.6 in the slot's folder" % CONSENSUS)
     for t in tasks:
         ev = wait_for("%s's decision" % t.name, t.decision, 150, 0.2)
         NAMES[ev["record"]["facts"]["me"]["peer_id"]] = t.name
@@ -256,7 +291,72 @@ def demo(work, tasks, binary):
     say("GET %s: %d bytes, %s" % (url, len(got), "identical to the file added" if same else "DIFFERENT"))
     if not same:
         raise Failed("the gateway returned other bytes")
+
+    genesis(state_root)
+    replace(tasks, tasks[1], Task(work, bindir, state_root, *REPLACEMENT), binary, secret, ids, cid, data)
     return cid
+
+
+def genesis(state_root):
+    """genesis.json: written once, by the founder, before it founded; every later start reads it."""
+    with open(os.path.join(state_root, "genesis.json")) as f:
+        g = json.load(f)
+    say("genesis.json (written once, before the founding): id %s, %s cluster founded by %s at %s, founders [%s]"
+        % (g["id"], g["consensus"], short(g["founded_by"]), g["founded_at"], short(", ".join(g["founders"]))))
+
+
+def replace(tasks, old, new, binary, secret, ids, cid, data):
+    """As ECS replaces a task: the old one stops, a new one starts elsewhere with the same task definition."""
+    old.stop()
+    say("replace %s: SIGTERM to its two containers; slot %d's locks go with them" % (old.name, old.slot))
+    tasks.append(new)
+    new.start_kubo(binary)
+    wait_for("%s's slot file" % new.name, new.slot_taken, 60, 0.2)
+    new.kubo_id = wait_for("%s's kubo" % new.name, new.kubo_up, 60, 0.2)
+    with open(new.slot_file) as f:
+        slot_json = f.read().strip().replace(os.path.dirname(new.state_root), "...")
+    say("%s %s  kubo container took slot %d, %s's (%s/task/slot.json: %s); kubo's peer ID is %s's"
+        % (new.name, new.ip, new.slot, old.name, new.name, slot_json,
+           old.name if new.kubo_id == old.kubo_id else "NEW"))
+    if new.slot != old.slot or new.kubo_id != old.kubo_id:
+        raise Failed("%s did not take %s's slot and kubo repo" % (new.name, old.name))
+    new.start_cluster(binary, secret)
+    ev = wait_for("%s's decision" % new.name, new.decision, 150, 0.2)
+    me = ev["record"]["facts"]["me"]
+    say("%s %s  decision %-5s %s" % (new.name, new.ip, ev["action"].upper(), short(ev["reason"])))
+    argv = ev["record"]["daemon_argv"]
+    say("%s exec: %s" % (" " * 19, short(" ".join([os.path.basename(argv[0])] + argv[1:]))))
+    old_id = old.ev["record"]["facts"]["me"]["peer_id"]
+    say("%s's peer ID: %s, %s's" % (new.name, me["peer_id"], old.name if me["peer_id"] == old_id else "NOT"))
+    if ev["action"] != "start" or not me["has_state"] or me["peer_id"] != old_id:
+        raise Failed("%s did not start on %s's state as its peer" % (new.name, old.name))
+    live = [t for t in tasks if t is not old]
+
+    def same_cluster():
+        for t in live:
+            if t.cluster.poll() is not None:
+                raise Failed("%s's daemon exited %s (%s/cluster.log)" % (t.name, t.cluster.returncode, t.dir))
+            t.peers = t.ctl("peers", "ls", timeout=20)
+            if sorted(p["id"] for p in t.peers if not p.get("error")) != ids:
+                return False
+            # The answer for that ID comes from the new daemon (its peer name), not from a cache.
+            if [p["peername"] for p in t.peers if p["id"] == old_id] != [new.name]:
+                return False
+        return True
+    wait_for("the same 3 peer IDs on %s (peers ls)" % ", ".join(t.name for t in live), same_cluster, 150, 1)
+    say("%s$ ipfs-cluster-ctl peers ls:  %s" % (new.name, ";  ".join(
+        "%s%s sees %d other peers" % (p["peername"], "" if NAMES.get(p["id"]) == p["peername"] else
+                                      " (%s's peer ID)" % short(p["id"]), len(p["cluster_peers"]) - 1)
+        for p in sorted(new.peers, key=lambda p: p["peername"]))))
+    say("peers ls on %s: the same 3 peer IDs as before; %s's is answered by %s"
+        % (", ".join(t.name for t in live), old.name, new.name))
+    url = "http://%s:8080/ipfs/%s" % (new.ip, cid)
+    got = wait_for(url, lambda: URL.open(url, timeout=30).read(), 60, 1)
+    same = got == data
+    say("GET %s: %d bytes, %s" % (url, len(got), "identical to the file added (its blocks came with the slot)"
+                                  if same else "DIFFERENT"))
+    if not same:
+        raise Failed("the gateway returned other bytes")
 
 
 def interrupted(*_):
@@ -282,11 +382,13 @@ def main():
         except OSError:
             shutil.copy2(src, dst)
     binary = os.path.join(bindir, os.path.basename(binary))
-    tasks = [Task(work, bindir, name, ip) for name, ip in TASKS]
+    state_root = os.path.join(work, "state")  # EFS on ECS: one file system for every task of the service
+    os.makedirs(state_root)
+    tasks = [Task(work, bindir, state_root, name, ip) for name, ip in TASKS]
     moto, ok, why = None, False, "FAILED (see above)"
     try:
         moto = start_moto(work)
-        cid = demo(work, tasks, binary)
+        cid = demo(work, state_root, tasks, binary, bindir)
         ok = True
     except (Failed, subprocess.CalledProcessError, OSError) as e:
         say("FAILED: %s" % e)
@@ -305,15 +407,18 @@ def main():
         say("stopped")
     print()
     if ok:
-        print("RESULT: one %s cluster of 3 peers, formed through Cloud Map by ipfs-cluster-bootstrap; %s added on "
-              "task1 came back byte for byte from task3's gateway." % (CONSENSUS, cid))
+        print("RESULT: one %s cluster of 3 peers on one state root, formed through Cloud Map by "
+              "ipfs-cluster-bootstrap; %s added on task1 came back byte for byte from task3's gateway; task4 "
+              "replaced task2 in its slot, as the same peer, and served it too." % (CONSENSUS, cid))
         shutil.rmtree(bindir, ignore_errors=True)
-        for t in tasks:  # keep the logs and the daemons' config, drop their data (70 MB a task)
-            shutil.rmtree(t.ipfs_path, ignore_errors=True)
-            shutil.rmtree(os.path.join(t.cluster_path, "pebble"), ignore_errors=True)
+        # Keep the logs, genesis.json and the daemons' config; drop their data (70 MB a slot).
+        for slot in os.listdir(os.path.join(state_root, "slots")):
+            slot = os.path.join(state_root, "slots", slot)
+            shutil.rmtree(os.path.join(slot, "ipfs"), ignore_errors=True)
+            shutil.rmtree(os.path.join(slot, "cluster", "pebble"), ignore_errors=True)
     else:
         print("RESULT: %s." % why)
-    print("Logs: %s/task{1,2,3}/{cluster,kubo}.log, %s/moto.log" % (work, work))
+    print("Logs: %s/task{1,2,3,4}/{cluster,kubo}.log, %s/moto.log; state root: %s" % (work, work, state_root))
     return 0 if ok else 1
 
 

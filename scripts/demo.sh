@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
-# The demo: 3 "ECS tasks" on one machine, each with the real kubo and
-# ipfs-cluster-bootstrap execing the real ipfs-cluster-service v1.1.6; they
+# The demo: 3 "ECS tasks" on one machine, run as the shipped task definition
+# runs them, on one state root (a folder standing in for EFS). Each task's
+# kubo container is `ipfs-cluster-bootstrap slot -- start_ipfs daemon ...`
+# (it takes a state slot; scripts/demo_kubo_start.py stands in for kubo's
+# start script) and its cluster container is ipfs-cluster-bootstrap, which
+# runs in that slot and execs the real ipfs-cluster-service v1.1.6; the peers
 # find each other in Cloud Map (moto's server). Prints each peer's decision,
-# the cluster the daemons report, and a file added on one task and fetched
-# from another task's gateway.
+# the cluster the daemons report, a file added on one task and fetched from
+# another task's gateway, and genesis.json; then replaces task2 by a task4 on
+# a new address, which takes task2's slot and comes back as the same peer, on
+# its state, still serving the file.
 #   scripts/demo.sh [crdt|raft]
 #
 # Everything runs inside ONE new user+network namespace that has only `lo`
 # (ipfs-cluster sends UPnP/SSDP and NAT-PMP whenever it starts): no root
-# needed, nothing reaches the host's network. Each task is 127.0.0.N (2, 3, 4)
-# on the standard ports. If user namespaces are not allowed, it stops.
+# needed, nothing reaches the host's network. Each task is 127.0.0.N (2, 3, 4;
+# the replacement 5) on the standard ports. If user namespaces are not
+# allowed, it stops.
 #
 # The first run builds: this tool (cargo, debug) and the daemons from Go
 # source (scripts/setup-testbed.sh --demo, cached under ~/.cache): about 15
