@@ -127,6 +127,10 @@ pub async fn run(cfg: Config) -> Result<i32, Error> {
             resolve_expect(&cfg, ecs.as_ref(), task.as_ref())
         })
         .await?;
+        // Guarded from here on: init and the file writes happen in the slot.
+        if let Some(l) = &held {
+            crate::watchdog::spawn(l, cfg.watchdog_interval)?;
+        }
         cfg.use_config_dir(crate::slot::cluster_dir(&root, k))?;
         privileges::drop_root(cfg.run_as, &cfg.config_dir)?;
         lock = held;
@@ -156,7 +160,10 @@ pub async fn run(cfg: Config) -> Result<i32, Error> {
                 cfg.api_port,
             );
             match (cfg.verify_tasks, ecs) {
-                (true, Some(ecs)) => ctx.run(&VerifiedTasks::new(registry, ecs)).await,
+                (true, Some(ecs)) => {
+                    let remove_stale = cfg.mode == Mode::Run && !cfg.dry_run;
+                    ctx.run(&VerifiedTasks::new(registry, ecs, remove_stale)).await
+                }
                 _ => ctx.run(&registry).await,
             }
         }
@@ -502,7 +509,7 @@ async fn bootstrap<R: Registry>(
     let deadline = started + cfg.timeout;
     let read_only = cfg.read_only();
     if let Some(root) = &cfg.state_root {
-        stateroot::check_secret_env(cfg, root)?;
+        stateroot::check_before_init(cfg, root)?;
     }
     let local = prepare_local(cfg, read_only)?;
     // The state root's genesis record, checked against this peer.
@@ -658,19 +665,32 @@ async fn bootstrap<R: Registry>(
                 return Err(interrupted(sig));
             }
         };
-        // A founding the genesis record does not already allow creates the
-        // record first; when another record wins, decide again with it.
-        match (&cfg.state_root, &decision.action, &decision.reason) {
-            (Some(root), Action::Found { init_peerset }, reason)
-                if !matches!(reason, Reason::GenesisFounder { .. }) =>
-            {
+        // A new founding (rule 4, no record known) creates the record first;
+        // when another record wins, decide again with it. A founding the
+        // record allows (rule 3b) or a fixed set in progress (rule 2) creates
+        // nothing.
+        let founding = matches!(decision.reason, Reason::Founder | Reason::FixedSet { .. });
+        match (&cfg.state_root, &decision.action) {
+            (Some(root), Action::Found { init_peerset }) if founding && facts.genesis.is_none() => {
                 let founders = init_peerset.clone().unwrap_or_else(|| vec![local.peer_id.clone()]);
-                match stateroot::create_genesis(cfg, root, &local, &founders, &me.instance_id, supersedes.as_deref())? {
-                    None => break 'decided (facts, decision),
-                    Some(g) => {
+                let created =
+                    stateroot::create_genesis(cfg, root, &local, &founders, &me.instance_id, supersedes.as_deref());
+                match created {
+                    Ok(None) => break 'decided (facts, decision),
+                    Ok(Some(g)) => {
                         rounds.set_genesis(Some(stateroot::founded(&g)));
                         genesis = Some(g);
                     }
+                    Err(e) => {
+                        log_final(cfg, registry, &me, source, rounds.rounds, started, &facts, &decision);
+                        deregister(registry, &me).await;
+                        return Err(e);
+                    }
+                }
+                // Lost the race: the next round decides with the winner's record.
+                if let Some(sig) = stop.sleep(Duration::from_millis(250)).await {
+                    deregister(registry, &me).await;
+                    return Err(interrupted(sig));
                 }
             }
             _ => break 'decided (facts, decision),
@@ -754,7 +774,10 @@ async fn bootstrap<R: Registry>(
         None => vec![],
     };
     if let Some(lock) = &lock {
-        crate::watchdog::spawn(lock, cfg.watchdog_interval)?;
+        lock.keep_across_exec().map_err(|source| Error::Write {
+            path: lock.path().to_owned(),
+            source,
+        })?;
     }
     if cfg.supervise {
         info!(argv = ?argv, "starting the daemon (supervised)");

@@ -425,7 +425,12 @@ impl Config {
 
         let state_root = cli.state_root.clone().filter(|p| !p.as_os_str().is_empty());
         let slot_file = cli.slot_file.clone().filter(|p| !p.as_os_str().is_empty());
-        let refound = cli.refound.clone().filter(|s| !s.is_empty());
+        // Record IDs are written in lower case.
+        let refound = cli
+            .refound
+            .clone()
+            .filter(|s| !s.is_empty())
+            .map(|s| s.to_ascii_lowercase());
         if state_root.is_none() {
             for (set, flag) in [
                 (slot_file.is_some(), "--slot-file (BOOTSTRAP_SLOT_FILE)"),
@@ -447,6 +452,15 @@ impl Config {
                         .map(|(kind, _)| format!("CLUSTER_{}_FOLDER", kind.to_uppercase())),
                 )
                 .filter(|var| nonempty(var).is_some());
+            for var in ["CLUSTER_ID", "CLUSTER_PRIVATEKEY"]
+                .into_iter()
+                .filter(|v| env(v).is_some())
+            {
+                errors.push(format!(
+                    "{var} is set with --state-root: every task would go by that one identity instead of its \
+                     slot's; unset it"
+                ));
+            }
             for var in overrides {
                 errors.push(format!(
                     "{var} is set with --state-root: the daemon would keep that state outside this task's slot, \

@@ -17,7 +17,7 @@ pub const TASKS_PER_CALL: usize = 100;
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct TaskStates {
     pub running: HashSet<String>,
-    pub gone: HashSet<String>,
+    pub stopped: HashSet<String>,
 }
 
 #[derive(Clone)]
@@ -98,13 +98,11 @@ impl Ecs {
     }
 
     /// Of these task IDs or ARNs, the IDs of those whose lastStatus is RUNNING,
-    /// and of those that are gone: STOPPED, or unknown to ECS (MISSING: it
-    /// forgets stopped tasks after about an hour) when at least one task of
-    /// the list is known, so that a wrong cluster never reads as "all gone".
+    /// and of those that are STOPPED. Tasks ECS does not know (MISSING: it
+    /// forgets stopped ones after about an hour, and knows no other cluster's)
+    /// are neither.
     pub async fn states(&self, tasks: &[String]) -> Result<TaskStates, DiscoveryError> {
         let mut states = TaskStates::default();
-        let mut missing = HashSet::new();
-        let mut known = false;
         let id = |arn: &str| arn.rsplit('/').next().unwrap_or(arn).to_owned();
         for chunk in tasks.chunks(TASKS_PER_CALL) {
             let out = self
@@ -116,28 +114,17 @@ impl Ecs {
                 .await
                 .map_err(|e| error("ecs:DescribeTasks", e))?;
             for t in out.tasks() {
-                known = true;
                 let Some(arn) = t.task_arn() else { continue };
                 match t.last_status() {
                     Some("RUNNING") => {
                         states.running.insert(id(arn));
                     }
                     Some("STOPPED") => {
-                        states.gone.insert(id(arn));
+                        states.stopped.insert(id(arn));
                     }
                     _ => {}
                 }
             }
-            for f in out.failures() {
-                if f.reason() == Some("MISSING") {
-                    if let Some(arn) = f.arn() {
-                        missing.insert(id(arn));
-                    }
-                }
-            }
-        }
-        if known {
-            states.gone.extend(missing);
         }
         Ok(states)
     }

@@ -8,8 +8,10 @@
 //! visible empty before it is written, and two clients can both be told they
 //! created it), so the record is written to a temporary file with a nonce,
 //! fsynced, `link()`ed to its name, and read back: the winner is the one whose
-//! nonce is there, whatever `link()` returned. Absence is only ever concluded
-//! from opening the file, never from a cached `stat()`.
+//! nonce is there, whatever `link()` returned. Exactly one winner rests on
+//! `link()`, which the server decides; reading is by opening the file, never
+//! a `stat()`, but even an `open()` can be answered from a cached "no such
+//! file" for a while, so absence only ever leads to a `link()` attempt.
 //!
 //! `--refound ID` replaces record ID by linking `genesis-after-ID.json`: the
 //! records form a chain that only grows, each link with one winner. The
@@ -89,7 +91,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn random_hex(n: usize) -> io::Result<String> {
+pub(crate) fn random_hex(n: usize) -> io::Result<String> {
     let mut buf = vec![0u8; n];
     let mut filled = 0;
     while filled < n {

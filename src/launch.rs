@@ -65,15 +65,23 @@ pub fn exec(argv: &[OsString], env: &Env) -> Error {
 /// and returns its exit code (128 + signal when a signal ended it).
 pub async fn supervise(argv: &[OsString], env: &Env) -> Result<i32, Error> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut child = tokio::process::Command::new(&argv[0])
-        .args(&argv[1..])
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .spawn()
-        .map_err(|e| Error::Daemon {
-            bin: argv[0].to_string_lossy().into_owned(),
-            what: "cannot start the daemon",
-            detail: e.to_string(),
-        })?;
+    let mut cmd = tokio::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..]).envs(env.iter().map(|(k, v)| (k, v)));
+    // The daemon never outlives its supervisor (it may hold a slot's lock,
+    // which the supervisor's watchdog guards).
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| Error::Daemon {
+        bin: argv[0].to_string_lossy().into_owned(),
+        what: "cannot start the daemon",
+        detail: e.to_string(),
+    })?;
     let pid = child.id().map(|p| p as libc::pid_t);
     let mut term = signal(SignalKind::terminate()).ok();
     let mut int = signal(SignalKind::interrupt()).ok();

@@ -88,11 +88,20 @@ impl Lock {
     }
 
     /// Lets the descriptor (and so the lock) survive exec: the daemon that
-    /// replaces this process holds it, and the watchdog inherits it.
+    /// replaces this process (or its child, supervised) holds it.
     pub fn keep_across_exec(&self) -> io::Result<()> {
+        self.set_inherited(true)
+    }
+
+    /// Whether a program this process execs or spawns gets the descriptor.
+    pub fn set_inherited(&self, inherited: bool) -> io::Result<()> {
         let fd = self.fd();
         let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
-        if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) } < 0 {
+        let flags = match inherited {
+            true => flags & !libc::FD_CLOEXEC,
+            false => flags | libc::FD_CLOEXEC,
+        };
+        if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFD, flags) } < 0 {
             return Err(io::Error::last_os_error());
         }
         Ok(())
@@ -113,6 +122,10 @@ pub struct Holder {
     pub task: String,
     /// RFC 3339, UTC.
     pub since: String,
+    /// Random, also in the slot file: the cluster container checks that the
+    /// slot is still held by the claim its slot file names.
+    #[serde(default)]
+    pub nonce: String,
 }
 
 /// What the `slot` mode tells the task's other container, through a file on
@@ -122,6 +135,9 @@ pub struct SlotFile {
     pub slot: usize,
     pub state_root: PathBuf,
     pub task: String,
+    /// The claim's nonce (`Holder::nonce`).
+    #[serde(default)]
+    pub nonce: String,
 }
 
 pub fn slots_dir(root: &Path) -> PathBuf {
@@ -242,6 +258,7 @@ mod tests {
         Holder {
             task: task.into(),
             since: "2026-11-30T00:00:00Z".into(),
+            nonce: String::new(),
         }
     }
 
@@ -299,6 +316,8 @@ mod tests {
         assert_ne!(cloexec(lock.fd()), 0);
         lock.keep_across_exec().unwrap();
         assert_eq!(cloexec(lock.fd()), 0);
+        lock.set_inherited(false).unwrap();
+        assert_ne!(cloexec(lock.fd()), 0);
         drop(lock);
         std::fs::remove_dir_all(r).unwrap();
     }
@@ -312,6 +331,7 @@ mod tests {
             slot: 3,
             state_root: "/state".into(),
             task: "t".into(),
+            nonce: "n".into(),
         };
         write_atomic(&p, &serde_json::to_vec(&s).unwrap()).unwrap();
         assert_eq!(read_slot_file(&p), Ok(Some(s)));

@@ -47,20 +47,42 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     }
 }
 
+/// The state root must exist: a missing one is an unmounted volume, and
+/// creating it would give this task a state root of its own.
+fn ensure_root(root: &Path) -> Result<(), Error> {
+    match std::fs::metadata(root) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(Error::Unreadable {
+            path: root.to_owned(),
+            source: std::io::Error::other("--state-root (BOOTSTRAP_STATE_ROOT) is not a folder"),
+        }),
+        Err(e) => Err(Error::Unreadable {
+            path: root.to_owned(),
+            source: std::io::Error::new(
+                e.kind(),
+                format!("--state-root (BOOTSTRAP_STATE_ROOT): {e} (is the shared volume mounted there?)"),
+            ),
+        }),
+    }
+}
+
 /// Takes the lowest free slot of `0..count`, waiting (non-blocking attempts
 /// every 1–2 s) until `deadline`; says which tasks hold them while it waits.
-pub async fn claim(root: &Path, count: usize, task: &str, timeout: Duration) -> Result<slot::Claimed, Error> {
+pub async fn claim(root: &Path, count: usize, task: &str, timeout: Duration) -> Result<(slot::Claimed, String), Error> {
+    ensure_root(root)?;
     let deadline = Instant::now() + timeout;
     let mut said = String::new();
+    let nonce = genesis::random_hex(8).map_err(io_err(root))?;
     loop {
         let holder = Holder {
             task: task.to_owned(),
             since: now_rfc3339(),
+            nonce: nonce.clone(),
         };
         match slot::try_claim(root, count, &holder).map_err(io_err(&slot::slots_dir(root)))? {
             Ok(claimed) => {
                 info!(slot = claimed.index, state_root = %root.display(), "took a state slot");
-                return Ok(claimed);
+                return Ok((claimed, nonce));
             }
             Err(busy) => {
                 let holders = slot::describe_holders(&busy);
@@ -135,21 +157,30 @@ pub async fn this_task_slot<F: std::future::Future<Output = Result<usize, Error>
     let Some(file) = &cfg.slot_file else {
         // Config refuses read-only modes without a slot file.
         let count = expect().await?;
-        let claimed = claim(root, count, task, cfg.timeout).await?;
+        let (claimed, _) = claim(root, count, task, cfg.timeout).await?;
         return Ok((claimed.index, Some(claimed.lock)));
     };
+    ensure_root(root)?;
     let s = slot_from_file(file, !read_only, cfg.timeout).await?;
     if read_only {
         return Ok((s.slot, None));
     }
     let k = s.slot;
     let taken = slot::slot_lock(root, k);
-    if !Lock::is_held(&taken).map_err(io_err(&taken))? {
+    let holder = slot::read_holder(root, k);
+    let ours = holder
+        .as_ref()
+        .is_some_and(|h| !s.nonce.is_empty() && h.nonce == s.nonce);
+    if !ours || !Lock::is_held(&taken).map_err(io_err(&taken))? {
+        let now = match holder {
+            Some(h) if !ours => format!("it is now task {}'s (since {})", h.task, h.since),
+            _ => "nobody holds it".to_string(),
+        };
         return Err(Error::Unsafe(format!(
-            "{} names slot {k}, but nobody holds {}: the container that took it is gone, and this task has no \
-             claim to the slot",
+            "{} names slot {k} of {}, but {now}: the container that took it for this task is gone, and this \
+             task has no claim to the slot",
             file.display(),
-            taken.display()
+            root.display()
         )));
     }
     let path = slot::peer_lock(root, k);
@@ -181,7 +212,7 @@ pub async fn this_task_slot<F: std::future::Future<Output = Result<usize, Error>
 /// The `slot` mode: take a slot, tell the task's other container, exec the
 /// program on the slot's kubo repo. Returns only on failure.
 pub async fn slot_main(cfg: &Config, root: &Path, count: usize, task: &str) -> Result<i32, Error> {
-    let claimed = claim(root, count, task, cfg.timeout).await?;
+    let (claimed, nonce) = claim(root, count, task, cfg.timeout).await?;
     let ipfs = slot::ipfs_dir(root, claimed.index);
     std::fs::create_dir_all(&ipfs).map_err(io_err(&ipfs))?;
     // The watchdog first: the slot file tells the other container the slot
@@ -192,11 +223,13 @@ pub async fn slot_main(cfg: &Config, root: &Path, count: usize, task: &str) -> R
             slot: claimed.index,
             state_root: root.to_owned(),
             task: task.to_owned(),
+            nonce,
         };
         slot::write_atomic(file, &serde_json::to_vec(&s).unwrap_or_default()).map_err(io_err(file))?;
     }
     let argv: Vec<OsString> = cfg.daemon_args.iter().map(OsString::from).collect();
     info!(slot = claimed.index, ipfs_path = %ipfs.display(), argv = ?argv, "exec'ing on the slot's kubo repo");
+    claimed.lock.keep_across_exec().map_err(io_err(claimed.lock.path()))?;
     let err = crate::launch::exec(&argv, &[("IPFS_PATH", ipfs.into_os_string())]);
     drop(claimed);
     Err(err)
@@ -212,15 +245,27 @@ pub fn founded(g: &Genesis) -> Founded {
 }
 
 /// Before anything is written (`init`): CLUSTER_SECRET, when set, against
-/// the record's secret.
-pub fn check_secret_env(cfg: &Config, root: &Path) -> Result<(), Error> {
-    let (Some(secret), Some(g)) = (&cfg.secret_sha256_env, genesis::current(root)?) else {
+/// the record's secret, and for a slot without service.json yet the
+/// consensus `init` would write (IPFS_CLUSTER_CONSENSUS) against the record's.
+pub fn check_before_init(cfg: &Config, root: &Path) -> Result<(), Error> {
+    let Some(g) = genesis::current(root)? else {
         return Ok(());
     };
-    match *secret == g.secret_sha256 {
-        true => Ok(()),
-        false => Err(wrong_secret("CLUSTER_SECRET", &g)),
+    if cfg.secret_sha256_env.as_ref().is_some_and(|s| *s != g.secret_sha256) {
+        return Err(wrong_secret("CLUSTER_SECRET", &g));
     }
+    if !crate::local::service_json(&cfg.config_dir).exists() && cfg.init_consensus != g.consensus {
+        return Err(Error::Unsafe(format!(
+            "IPFS_CLUSTER_CONSENSUS is {}, but the cluster founded in {} (genesis record {}) uses {}: set \
+             IPFS_CLUSTER_CONSENSUS={}",
+            cfg.init_consensus,
+            g.path.display(),
+            g.id,
+            g.consensus,
+            g.consensus
+        )));
+    }
+    Ok(())
 }
 
 fn wrong_secret(from: &str, g: &Genesis) -> Error {
@@ -231,6 +276,36 @@ fn wrong_secret(from: &str, g: &Genesis) -> Error {
         g.id,
         g.founded_at
     ))
+}
+
+/// This peer against a record: the same secret, the same consensus.
+fn check_record(cfg: &Config, g: &Genesis, local: &LocalPeer) -> Result<(), Error> {
+    let secret = cfg
+        .secret_sha256_env
+        .clone()
+        .unwrap_or_else(|| local.secret_sha256_in_file.clone());
+    if secret != g.secret_sha256 {
+        let from = match cfg.secret_sha256_env {
+            Some(_) => "CLUSTER_SECRET".to_string(),
+            None => format!(
+                "{}'s cluster.secret",
+                crate::local::service_json(&cfg.config_dir).display()
+            ),
+        };
+        return Err(wrong_secret(&from, g));
+    }
+    if g.consensus != local.consensus {
+        return Err(Error::Unsafe(format!(
+            "{} says consensus {}, but the cluster founded in {} (genesis record {}) uses {}: this slot's \
+             peer belongs to another cluster",
+            crate::local::service_json(&cfg.config_dir).display(),
+            local.consensus,
+            g.path.display(),
+            g.id,
+            g.consensus
+        )));
+    }
+    Ok(())
 }
 
 /// The genesis record as `decide` sees it, after checking this peer against
@@ -244,31 +319,7 @@ pub fn read_genesis(cfg: &Config, root: &Path, local: &LocalPeer) -> Result<(Opt
         }
         return Ok((None, None));
     };
-    let secret = cfg
-        .secret_sha256_env
-        .clone()
-        .unwrap_or_else(|| local.secret_sha256_in_file.clone());
-    if secret != g.secret_sha256 {
-        let from = match cfg.secret_sha256_env {
-            Some(_) => "CLUSTER_SECRET".to_string(),
-            None => format!(
-                "{}'s cluster.secret",
-                crate::local::service_json(&cfg.config_dir).display()
-            ),
-        };
-        return Err(wrong_secret(&from, &g));
-    }
-    if g.consensus != local.consensus {
-        return Err(Error::Unsafe(format!(
-            "this peer's consensus is {}, but the cluster founded in {} (genesis record {}) uses {}: set \
-             IPFS_CLUSTER_CONSENSUS={} for new peers",
-            local.consensus,
-            g.path.display(),
-            g.id,
-            g.consensus,
-            g.consensus
-        )));
-    }
+    check_record(cfg, &g, local)?;
     match &cfg.refound {
         Some(id) if *id == g.id => {
             warn!(genesis = %g.id, founded_at = %g.founded_at, "--refound: a founding may replace this genesis record; the cluster it names and its pinset are given up");
@@ -309,14 +360,18 @@ pub fn create_genesis(
             info!(genesis = %g.id, path = %g.path.display(), founders = g.founders.len(), "genesis record created");
             Ok(None)
         }
-        // Another member of the same raft founding set wrote it first.
-        Created::Lost(g)
-            if g.consensus == Consensus::Raft && local.consensus == Consensus::Raft && g.founders == founders =>
-        {
-            info!(genesis = %g.id, "genesis record of this founding set already created by another founder");
-            Ok(None)
-        }
         Created::Lost(g) => {
+            check_record(cfg, &g, local)?;
+            let sorted = |v: &[PeerId]| {
+                let mut v = v.to_vec();
+                v.sort();
+                v
+            };
+            // Another member of the same raft founding set wrote it first.
+            if g.consensus == Consensus::Raft && sorted(&g.founders) == sorted(founders) {
+                info!(genesis = %g.id, "genesis record of this founding set already created by another founder");
+                return Ok(None);
+            }
             warn!(genesis = %g.id, founded_at = %g.founded_at, "another peer founded the cluster first (genesis record): not founding");
             Ok(Some(g))
         }

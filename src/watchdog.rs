@@ -24,25 +24,28 @@ use crate::slot::Lock;
 /// The hidden argv[1] that runs [`main`].
 pub const ARG: &str = "__watchdog";
 
-/// Starts the watchdog for `lock`, to guard this process (which is about to
-/// become the daemon). The lock's descriptor is inherited across exec.
+/// Starts the watchdog for `lock`, to guard this process (which will become
+/// the daemon, or supervise it), as soon as the lock is taken.
 pub fn spawn(lock: &Lock, interval: Duration) -> Result<(), Error> {
     let err = |detail: String| Error::Daemon {
         bin: "ipfs-cluster-bootstrap __watchdog".into(),
         what: "cannot start the slot lock's watchdog",
         detail,
     };
-    lock.keep_across_exec().map_err(|e| err(e.to_string()))?;
+    // The watchdog gets the descriptor; nothing else this process spawns
+    // (`init`) does, until the exec that makes it the daemon's.
+    lock.set_inherited(true).map_err(|e| err(e.to_string()))?;
     // This very binary, even if its file was replaced since it started.
-    Command::new("/proc/self/exe")
+    let spawned = Command::new("/proc/self/exe")
         .arg(ARG)
         .arg(lock.fd().to_string())
         .arg(std::process::id().to_string())
         .arg(lock.path())
         .arg(interval.as_millis().to_string())
         .stdin(Stdio::null())
-        .spawn()
-        .map_err(|e| err(e.to_string()))?;
+        .spawn();
+    lock.set_inherited(false).map_err(|e| err(e.to_string()))?;
+    spawned.map_err(|e| err(e.to_string()))?;
     Ok(())
 }
 

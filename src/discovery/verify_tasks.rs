@@ -9,17 +9,28 @@ use crate::decide::Registration;
 use crate::ecs::Ecs;
 use crate::peer::PeerId;
 
-/// Stale records removed per discovery round at most.
+/// Stale records removed per discovery round at most, and the time each may take.
 const MAX_REMOVALS_PER_ROUND: usize = 3;
+const REMOVAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub struct VerifiedTasks<R> {
     inner: R,
     ecs: Ecs,
+    /// Deregister the records of STOPPED tasks (`run` only: `plan`,
+    /// `discover` and `health` change nothing).
+    remove_stale: bool,
+    /// Records already deregistered by this run.
+    removed: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl<R: Registry> VerifiedTasks<R> {
-    pub fn new(inner: R, ecs: Ecs) -> VerifiedTasks<R> {
-        VerifiedTasks { inner, ecs }
+    pub fn new(inner: R, ecs: Ecs, remove_stale: bool) -> VerifiedTasks<R> {
+        VerifiedTasks {
+            inner,
+            ecs,
+            remove_stale,
+            removed: Default::default(),
+        }
     }
 }
 
@@ -53,19 +64,29 @@ impl<R: Registry> Registry for VerifiedTasks<R> {
             .partition(|c| states.running.contains(&c.instance_id));
         found.registrations = keep;
         // Records of stopped tasks are removed, not only hidden (Cloud Map
-        // lists at most 1,000 instances); a few per round bound the calls.
-        let mut removed = 0;
-        for c in &drop {
-            if removed < MAX_REMOVALS_PER_ROUND && states.gone.contains(&c.instance_id) {
-                removed += 1;
-                match self.inner.remove_stale(&c.instance_id).await {
-                    Ok(()) => {
-                        tracing::info!(instance_id = %c.instance_id, "deregistered the record of a stopped ECS task")
+        // lists at most 1,000 instances); a few per round, each bounded, bound
+        // the calls. A failure only leaves the record hidden.
+        if self.remove_stale {
+            let todo: Vec<String> = {
+                let removed = self.removed.lock().unwrap_or_else(|e| e.into_inner());
+                drop.iter()
+                    .map(|c| c.instance_id.clone())
+                    .filter(|id| states.stopped.contains(id) && !removed.contains(id))
+                    .take(MAX_REMOVALS_PER_ROUND)
+                    .collect()
+            };
+            for id in todo {
+                let call = tokio::time::timeout(REMOVAL_TIMEOUT, self.inner.remove_stale(&id)).await;
+                match call {
+                    Ok(Ok(())) => tracing::info!(instance_id = %id, "deregistered the record of a stopped ECS task"),
+                    Ok(Err(e)) => {
+                        tracing::warn!(instance_id = %id, error = %e, "could not deregister the record of a stopped ECS task")
                     }
-                    Err(e) => {
-                        tracing::warn!(instance_id = %c.instance_id, error = %e, "could not deregister the record of a stopped ECS task")
+                    Err(_) => {
+                        tracing::warn!(instance_id = %id, "deregistering the record of a stopped ECS task timed out")
                     }
                 }
+                self.removed.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
             }
         }
         found.skipped.extend(

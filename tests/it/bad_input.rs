@@ -238,6 +238,20 @@ fn cases() -> Vec<Case> {
             names: "need --slot-file (BOOTSTRAP_SLOT_FILE)",
         },
         Case {
+            what: "--state-root that does not exist",
+            change: Args(&["--state-root", "/nonexistent/state"]),
+            mode: "run",
+            exit: 66,
+            names: "is the shared volume mounted there?",
+        },
+        Case {
+            what: "CLUSTER_ID with --state-root",
+            change: EnvArgs("CLUSTER_ID", PEER_ID, &["--state-root", "/nonexistent/state"]),
+            mode: "run",
+            exit: 64,
+            names: "CLUSTER_ID is set with --state-root",
+        },
+        Case {
             what: "--watchdog-interval 0s",
             change: Args(&["--state-root", "/nonexistent/state", "--watchdog-interval", "0s"]),
             mode: "run",

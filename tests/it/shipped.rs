@@ -172,6 +172,7 @@ async fn the_task_definitions_health_check_passes() {
     }
     // The task's volumes: /state (EFS) and /task, folders here.
     let state = tmp.0.join("state");
+    fs::create_dir_all(&state).unwrap();
     let slot_file = tmp.0.join("task/slot.json");
     fs::create_dir_all(slot_file.parent().unwrap()).unwrap();
     assert_eq!(env["BOOTSTRAP_STATE_ROOT"], "/state");

@@ -70,6 +70,7 @@ fn environ(pid: u32) -> String {
 fn a_slot_is_held_once_and_a_task_finding_none_free_names_its_holder() {
     let tmp = TempDir::new("slots");
     let state = tmp.0.join("state");
+    fs::create_dir_all(&state).unwrap();
     let mut first = spawn_logged(
         slot_cmd(&state, &tmp.0.join("a.json"), 1, &[], &["/bin/sleep", "600"]),
         &tmp.0.join("a.log"),
@@ -108,6 +109,24 @@ fn a_slot_is_held_once_and_a_task_finding_none_free_names_its_holder() {
         &tmp.0.join("c.log"),
     );
     assert_eq!(wait_for_file(&tmp.0.join("c.json"))["slot"], 0);
+    // The first claim's slot file is stale now: a cluster container reading
+    // it must not use the slot another task holds.
+    if crate::support::testbed_ready() {
+        let mut p = Peer::new(&tmp.0, "stale", Net::new().ip());
+        let me = format!("/ip4/{}/tcp/9096", p.ip);
+        let setup = Setup::cloudmap("http://127.0.0.1:1", "unused", "unused", "crdt", 1)
+            .arg(&["--discovery", "static", "--peers", &me, "--timeout", "2s"])
+            .arg(&["--state-root", state.to_str().unwrap()])
+            .arg(&["--slot-file", tmp.0.join("a.json").to_str().unwrap()]);
+        p.start(&setup);
+        assert_eq!(p.wait(Duration::from_secs(20)), 78);
+        assert!(
+            p.stderr().contains("names slot 0 of") && p.stderr().contains("it is now task"),
+            "{}",
+            p.stderr()
+        );
+        assert!(!state.join("slots/0/cluster").exists(), "nothing written in the slot");
+    }
     third.kill().unwrap();
     third.wait().unwrap();
 }
@@ -116,6 +135,7 @@ fn a_slot_is_held_once_and_a_task_finding_none_free_names_its_holder() {
 fn a_lock_that_can_no_longer_be_trusted_stops_its_daemon() {
     let tmp = TempDir::new("fence");
     let state = tmp.0.join("state");
+    fs::create_dir_all(&state).unwrap();
     let mut holder = spawn_logged(
         slot_cmd(
             &state,
@@ -218,6 +238,7 @@ fn ten_would_be_founders_make_one_genesis_record_and_one_cluster() {
         .unwrap_or(20);
     let tmp = TempDir::new("race");
     let state = tmp.0.join("state");
+    fs::create_dir_all(&state).unwrap();
     let mut net = Net::new();
     let mut peers: Vec<SlotPeer> = (0..10)
         .map(|i| SlotPeer::new(&tmp.0, &state, &format!("p{i}"), &mut net, 10))
@@ -301,6 +322,7 @@ fn a_state_root_without_its_peers_never_founds_again_unless_told() {
     }
     let tmp = TempDir::new("lost");
     let state = tmp.0.join("state");
+    fs::create_dir_all(&state).unwrap();
     let mut net = Net::new();
     let mut a = SlotPeer::new(&tmp.0, &state, "a", &mut net, 3);
     let setup = a.setup(&state, "crdt");
