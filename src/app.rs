@@ -42,6 +42,7 @@ pub async fn run(cfg: Config) -> Result<i32, Error> {
     if cfg.mode == Mode::Slot {
         return slot_mode(&cfg).await;
     }
+    let run_started = Instant::now();
     let mut cfg = cfg;
     // With a state root the config folder is the slot's, known further down.
     if cfg.state_root.is_none() {
@@ -134,6 +135,8 @@ pub async fn run(cfg: Config) -> Result<i32, Error> {
         cfg.use_config_dir(crate::slot::cluster_dir(&root, k))?;
         privileges::drop_root(cfg.run_as, &cfg.config_dir)?;
         lock = held;
+        // One --timeout for the whole run: waiting for the slot counts.
+        cfg.timeout = cfg.timeout.saturating_sub(run_started.elapsed());
     }
     let cfg = cfg;
     let prober = Prober::new(cfg.probe_timeout, cfg.api_credentials.clone(), cfg.loopback_only);
