@@ -15,9 +15,17 @@ codes, time to agreement, AWS calls by operation and per peer.
     .venv/bin/python scripts/soak.py --short                # what CI runs (~2 min)
     .venv/bin/python scripts/soak.py --launches 100 --json out.jsonl --summary out.md
     .venv/bin/python scripts/soak.py --seed S --consensus raft [same flags]   # replay one launch
+    .venv/bin/python scripts/soak.py --state-root --split-prone --settle 1 --delay-max 10   # the genesis record
     .venv/bin/python scripts/soak.py --summarize a.jsonl [b.jsonl ...] --summary out.md
 
-Exit status: 0, or 1 when any launch had a split brain, a lone founding or a
+With --state-root every launch gets a state root of its own and every peer
+runs as an ECS task of the shipped task definition: first its kubo
+container's part, a slot holder (`BIN slot --state-root S --slot-file F
+--expect N -- /bin/sleep 3600`), then the peer with BOOTSTRAP_STATE_ROOT=S and
+BOOTSTRAP_SLOT_FILE=F; S/genesis.json is checked against the cluster formed.
+
+Exit status: 0, or 1 when any launch had a split brain, a lone founding, a
+genesis record that does not name the founders of the cluster formed, or a
 harness error (stray processes included). A launch whose peers did not agree
 by the deadline is reported (`agreed: false`) but does not fail the run.
 
@@ -181,6 +189,7 @@ def gen_params(seed, consensus, a):
             f["down_mode"] = r.choice(["close", "refuse"])
     p["faults"] = f
     p["delay_ceiling"] = delay_ceiling
+    p["state_root"] = bool(a.state_root)  # draws nothing: a run seed gives the same launches with or without
     return p
 
 
@@ -233,7 +242,22 @@ class Peer:
         self.name, self.ip, self.dir = name, loopback(ip), d
         self.proc, self.started, self.killed, self.exit = None, None, None, None
         self.decision, self.state, self.pid_id, self.err_off = None, None, None, 0
+        # --state-root: the kubo container's slot holder, its slot file, the slot it took
+        self.holder, self.holder_exit, self.slot_file, self.slot = None, None, None, None
         os.makedirs(d)
+
+    def holder_alive(self):
+        return self.holder is not None and self.holder.poll() is None
+
+    def read_slot(self):
+        """The slot the holder took, once it wrote the slot file (written atomically)."""
+        if self.slot is None and self.slot_file:
+            try:
+                with open(self.slot_file) as f:
+                    self.slot = json.load(f)["slot"]
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+        return self.slot
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
@@ -271,6 +295,7 @@ class Soak:
         # once most likely another one); a fresh third octet per launch.
         self.octet2 = a.net if a.net is not None else 100 + os.getpid() % 100
         self.block = 0
+        self.state_dir = None  # --state-root: this launch's state root
 
     def close(self):
         self.proxy.close()
@@ -309,7 +334,27 @@ class Soak:
         }
         if p["service_id_given"]:
             e["BOOTSTRAP_CLOUDMAP_SERVICE_ID"] = service_id
+        if self.state_dir:  # as the shipped task definition's cluster container
+            e["BOOTSTRAP_STATE_ROOT"] = self.state_dir
+            e["BOOTSTRAP_SLOT_FILE"] = peer.slot_file
         return e
+
+    def start_holder(self, p, peer):
+        """--state-root: the kubo container's part of the task, `slot` holding a slot for /bin/sleep
+        (kubo's stand-in). It writes the slot file the peer waits for."""
+        task = os.path.join(peer.dir, "task")  # the task volume only this task's two containers share
+        os.makedirs(task, exist_ok=True)
+        peer.slot_file = os.path.join(task, "slot.json")
+        env = {"PATH": "/usr/bin:/bin", "SOAK_TAG": self.tag,  # the same marker: strays are found and killed
+               "BOOTSTRAP_LOOPBACK_ONLY": "true", "BOOTSTRAP_LOG_FORMAT": "json"}
+        argv = [self.bin, "slot", "--state-root", self.state_dir, "--slot-file", peer.slot_file,
+                "--expect", str(p["n"]), "--timeout", "30s", "--", "/bin/sleep", "3600"]
+        out = open(os.path.join(peer.dir, "holder.stdout"), "wb")
+        err = open(os.path.join(peer.dir, "holder.stderr"), "wb")
+        peer.holder = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=task)
+        out.close()
+        err.close()
+        peer.holder_started = time.time()
 
     # ---------------------------------------------------------------- launch
     def launch(self, index, p):
@@ -320,7 +365,12 @@ class Soak:
         n = p["n"]
         ips = self.ips_for(n, len(p["stale"]))
         peers = [Peer("peer%02d" % i, ips[i], os.path.join(ldir, "peer%02d" % i)) for i in range(n)]
+        # --state-root: one state root per launch (the service's EFS file system)
+        self.state_dir = os.path.join(ldir, "state") if p["state_root"] else None
+        if self.state_dir:
+            os.makedirs(self.state_dir)
         rec = {"seed": p["seed"], "consensus": p["consensus"], "n": n, "expect": p["expect"],
+               "state_root": bool(p["state_root"]),
                "settle": p["settle"], "skew_max": p["skew_max"], "offsets": p["offsets"],
                "service_id_given": p["service_id_given"],
                "faults": p["faults"], "delay_ceiling": p["delay_ceiling"], "kill": p["kill"],
@@ -358,9 +408,19 @@ class Soak:
         rec["strays"] = strays
         if strays and not error:
             error = "%d stray process(es) after teardown" % strays
+        if self.state_dir:
+            rec["holders"] = {pr.name: {"slot": pr.slot, "exit_before_teardown": pr.holder_exit}
+                              for pr in peers if pr.holder is not None}
+            early = ["%s's (exit %s)" % (nm, h["exit_before_teardown"]) for nm, h in sorted(rec["holders"].items())
+                     if h["exit_before_teardown"] is not None]
+            if early and not error:
+                error = "slot holder(s) ended before teardown: %s" % ", ".join(early)
+            taken = [pr.slot for pr in peers if pr.slot is not None]
+            if len(taken) != len(set(taken)) and not error:
+                error = "two peers were given one slot: %s" % {pr.name: pr.slot for pr in peers}
         rec["error"] = error
         rec["duration"] = round(time.time() - t_launch, 2)
-        bad = rec.get("split_brain") or rec.get("lone_founding") or error
+        bad = rec.get("split_brain") or rec.get("lone_founding") or rec.get("genesis_mismatch") or error
         odd_exit = any(c != -9 or (p["kill"] or {}).get("peer") != nm for nm, c in rec["exits"].items())
         if bad or (a.keep_stuck and (not rec.get("agreed") or odd_exit)):
             dest = os.path.join(a.failures if bad else a.stuck, "%d-%s" % (p["seed"], p["consensus"]))
@@ -426,14 +486,48 @@ class Soak:
         last_start = t0 + max(p["offsets"])
         deadline = last_start + a.deadline
         next_poll, agreed_at, one_at, pending = 0.0, None, None, list(order)
-        while time.time() < deadline:
+        awaiting, extended = [], None  # --state-root: holders started whose slot file is not written yet
+        while True:
             now = time.time()
+            if now >= deadline:
+                # --state-root: a peer still deciding at the deadline (waiting for a cluster the genesis
+                # record names) is given its own --timeout, so that its exit (76, 75) is recorded.
+                deciding = [pr for pr in peers if pr.alive() and pr.state is None]
+                if self.state_dir and extended is None and deciding:
+                    extended = deadline = max(pr.started + a.peer_timeout + 10 for pr in deciding)
+                    rec["extended"] = {"deciding": sorted(pr.name for pr in deciding),
+                                       "until_s": round(extended - t0, 1)}
+                    log("  seed %d: %d peer(s) still deciding at the deadline (%s): waiting for their --timeout"
+                        % (p["seed"], len(deciding), ", ".join(sorted(pr.name for pr in deciding))))
+                else:
+                    break
             while pending and t0 + p["offsets"][pending[0]] <= now:
-                self.start_peer(p, peers[pending.pop(0)], ports, service_id)
+                pr = peers[pending.pop(0)]
+                if self.state_dir:  # the kubo container first; the cluster container once it took a slot
+                    self.start_holder(p, pr)
+                    awaiting.append(pr)
+                else:
+                    self.start_peer(p, pr, ports, service_id)
+            for pr in list(awaiting):
+                if pr.read_slot() is not None:
+                    awaiting.remove(pr)
+                    self.start_peer(p, pr, ports, service_id)
+                elif pr.holder.poll() is not None:
+                    raise RuntimeError("%s's slot holder exited %s without writing %s"
+                                       % (pr.name, pr.holder.returncode, pr.slot_file))
+                elif now - pr.holder_started > 40:
+                    raise RuntimeError("%s's slot holder wrote no slot file in 40 s" % pr.name)
             for pr in peers:
                 if pr.proc is not None and pr.exit is None and pr.proc.poll() is not None:
                     pr.exit = pr.proc.returncode
+                if pr.holder is not None and pr.holder_exit is None and pr.holder.poll() is not None:
+                    pr.holder_exit = pr.holder.returncode
                 pr.read_decision()
+            if extended is not None and not any(pr.alive() and pr.state is None for pr in peers):
+                for pr in peers:  # the peers deciding at the deadline ended or run a daemon now
+                    if pr.proc is not None and pr.exit is None and pr.proc.poll() is not None:
+                        pr.exit = pr.proc.returncode
+                break
             # the founder kill
             if kill and kill.get("done") is None:
                 if kill["mode"] == "decision" and victim is None:
@@ -457,7 +551,7 @@ class Soak:
                         victim.proc.wait()
                         victim.killed = True
                         victim.exit = victim.proc.returncode
-            if now >= next_poll and not pending:
+            if now >= next_poll and not pending and not awaiting:
                 next_poll = now + a.poll
                 live = self.poll_states(peers)
                 if live and self.one_cluster(live):
@@ -480,6 +574,8 @@ class Soak:
         if not (live and self.one_cluster(live)):
             one_at = None
         self.judge(p, peers, live, rec, t0, last_start, agreed_at, one_at)
+        if self.state_dir:
+            self.check_genesis(p, peers, rec)
 
     @staticmethod
     def one_cluster(live):
@@ -572,8 +668,83 @@ class Soak:
                           "ready in %s with %d peers" % (pr.state.get("cluster_id"), len(pr.state.get("peers") or [])))
                 for pr in peers if pr.proc is not None and not pr.killed}
 
+    def check_genesis(self, p, peers, rec):
+        """--state-root: the genesis record must name exactly the founder(s) of the cluster formed, and
+        nobody it does not name may have founded. The double's cluster ID says who founded it: crdt
+        "crdt-<founder>", raft "raft-" + sha256 of the sorted voters (the init_peerset)."""
+        import hashlib
+        root, problems = self.state_dir, []
+        names = {}  # peer ID -> peer name: the slot's identity, else the decision or the double
+        for pr in peers:
+            if pr.slot is not None:
+                try:
+                    with open(os.path.join(root, "slots", str(pr.slot), "cluster", "identity.json")) as f:
+                        names[json.load(f)["id"]] = pr.name
+                except (OSError, ValueError, KeyError, TypeError):
+                    pass
+            d = rec["decisions"].get(pr.name)
+            if d:
+                names.setdefault(d["peer_id"], pr.name)
+            if pr.pid_id:
+                names.setdefault(pr.pid_id, pr.name)
+        name = lambda i: names.get(i, i)
+        files = sorted(f for f in os.listdir(root) if f.startswith("genesis") or f.startswith(".genesis"))
+        g = None
+        try:
+            with open(os.path.join(root, "genesis.json")) as f:
+                g = json.load(f)
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as e:
+            problems.append("genesis.json unreadable: %s" % e)
+        if files not in ([], ["genesis.json"]):
+            problems.append("unexpected genesis files (no --refound was given): %s" % files)
+        # Who lost the race to create the record (a founding it prevented), from the peers' logs.
+        lost = []
+        for pr in peers:
+            try:
+                with open(os.path.join(pr.dir, "stderr"), "rb") as f:
+                    if b"another peer founded the cluster first" in f.read():
+                        lost.append(pr.name)
+            except OSError:
+                pass
+        rec["genesis_race_lost"] = lost
+        seen = rec.get("clusters_seen") or {}
+        founders = [d for d in rec["decisions"].values() if d["action"] == "found"]
+        if g is None:
+            rec["genesis"] = None
+            if seen:
+                problems.append("cluster(s) %s formed without a genesis record" % sorted(seen))
+            if founders:
+                problems.append("%d found decision(s) without a genesis record" % len(founders))
+        else:
+            gf = list(g.get("founders") or [])
+            rec["genesis"] = {"id": g.get("id"), "consensus": g.get("consensus"), "founders": [name(x) for x in gf],
+                              "founded_by": name(g.get("founded_by"))}
+            if g.get("consensus") != p["consensus"]:
+                problems.append("genesis.json says %s, the launch runs %s" % (g.get("consensus"), p["consensus"]))
+            if p["consensus"] == "crdt":
+                expected = "crdt-" + gf[0] if len(gf) == 1 else None
+                if len(gf) != 1:
+                    problems.append("a crdt genesis record with %d founders" % len(gf))
+            else:
+                expected = "raft-" + hashlib.sha256(",".join(sorted(set(gf))).encode()).hexdigest()[:16]
+            for cid, members in sorted(seen.items()):
+                if cid != expected:
+                    problems.append("cluster %s (%s) was not founded by the genesis record's founders %s"
+                                    % (cid, ", ".join(members), ", ".join(name(x) for x in gf)))
+            for nm, d in sorted(rec["decisions"].items()):
+                if d["action"] == "found" and d["peer_id"] not in gf:
+                    problems.append("%s founded (rule %s) but genesis.json does not name it" % (nm, d["rule"]))
+                if d["action"] == "found" and d["init_peerset"] and sorted(d["init_peerset"]) != sorted(gf):
+                    problems.append("%s founded with init_peerset %s, genesis.json names %s"
+                                    % (nm, [name(x) for x in d["init_peerset"]], [name(x) for x in gf]))
+        rec["genesis_problems"] = problems
+        rec["genesis_mismatch"] = bool(problems)
+
     def teardown(self, peers):
-        """SIGTERM, then SIGKILL; then kill anything left carrying this launch's tag."""
+        """SIGTERM, then SIGKILL (the peers, then their slot holders); then kill anything left carrying
+        this launch's tag."""
         self.proxy.set_faults(throttle=0.0, burst_prob=0.0, drop=0.0, latency_prob=0.0, down_for=0.0)
         with self.proxy.lock:
             self.proxy.burst_left = 0
@@ -589,6 +760,25 @@ class Soak:
             except subprocess.TimeoutExpired:
                 pr.proc.kill()
                 pr.proc.wait()
+        if self.state_dir:
+            # The kubo containers' part, after the cluster containers (as ECS stops a task whose
+            # cluster container depends on kubo), the founder kill's victim's holder included.
+            for pr in peers:
+                if pr.holder_alive():
+                    pr.holder.send_signal(signal.SIGTERM)
+            end = time.time() + self.a.grace
+            for pr in peers:
+                if pr.holder is None:
+                    continue
+                try:
+                    pr.holder.wait(max(0.05, end - time.time()))
+                except subprocess.TimeoutExpired:
+                    pr.holder.kill()
+                    pr.holder.wait()
+            # Each lock's watchdog (the holders' and the peers') sees its parent gone within 250 ms.
+            end = time.time() + 3
+            while tagged_pids(self.tag) and time.time() < end:
+                time.sleep(0.1)
         strays = 0
         for pid in tagged_pids(self.tag):
             strays += 1
@@ -625,11 +815,16 @@ def summarize(records, cmdline, binary, run_seed):
     cmds = sorted({r.get("cmdline") for r in records if r.get("cmdline")})
     if cmds:
         lines[2:3] = ["- command(s): " + "; ".join("`%s`" % c for c in cmds)]
-    lines += ["| consensus | launches | agreed | one cluster | split brains | lone foundings | harness errors "
+    # Rows by consensus and by whether the launch ran on a state root (--state-root).
+    keys = sorted({(r["consensus"], bool(r.get("state_root"))) for r in records})
+    sel = lambda k: [r for r in records if (r["consensus"], bool(r.get("state_root"))) == k]
+    yn = lambda b: "yes" if b else "no"
+    lines += ["| consensus | state root | launches | agreed | one cluster | split brains | lone foundings "
+              "| genesis mismatches | harness errors "
               "| exits by code | agreement s p50 / p95 / max | AWS calls per peer p50 / max | max visibility delay drawn s |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | ---: |"]
-    for cons in sorted({r["consensus"] for r in records}):
-        rs = [r for r in records if r["consensus"] == cons]
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | ---: |"]
+    for cons, sr in keys:
+        rs = sel((cons, sr))
         codes = {}
         for r in rs:
             for nm, c in r.get("exits", {}).items():
@@ -639,54 +834,67 @@ def summarize(records, cmdline, binary, run_seed):
         t = [r["t_agree"] for r in rs if r.get("t_agree") is not None]
         calls = [c for r in rs for c in r.get("aws", {}).get("per_peer", {}).values()]
         fmt = lambda v: "-" if v is None else "%.1f" % v
-        lines.append("| %s | %d | %d | %d | %d | %d | %d | %s | %s / %s / %s | %s / %s | %s |" % (
-            cons, len(rs), sum(1 for r in rs if r.get("agreed")), sum(1 for r in rs if r.get("one_cluster")),
+        lines.append("| %s | %s | %d | %d | %d | %d | %d | %s | %d | %s | %s / %s / %s | %s / %s | %s |" % (
+            cons, yn(sr), len(rs), sum(1 for r in rs if r.get("agreed")), sum(1 for r in rs if r.get("one_cluster")),
             sum(1 for r in rs if r.get("split_brain")), sum(1 for r in rs if r.get("lone_founding")),
+            sum(1 for r in rs if r.get("genesis_mismatch")) if sr else "-",
             sum(1 for r in rs if r.get("error")),
             ", ".join("%s×%d" % (k, v) for k, v in sorted(codes.items())) or "none",
             fmt(pct(t, 0.5)), fmt(pct(t, 0.95)), fmt(max(t) if t else None),
             fmt(pct(calls, 0.5)), max(calls) if calls else "-",
             fmt(max((r.get("visibility_max_drawn") or 0) for r in rs))))
-    lines += ["", "| consensus | N min–max | agreement after the last start s p50 / max | launch s p50 | founder kills | "
-              "stale records | throttles | 5xx | dropped | delayed | calls while down | reader-scope delays |",
-              "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for cons in sorted({r["consensus"] for r in records}):
-        rs = [r for r in records if r["consensus"] == cons]
+    lines += ["", "| consensus | state root | N min–max | agreement after the last start s p50 / max | launch s p50 "
+              "| founder kills | stale records | throttles | 5xx | dropped | delayed | calls while down "
+              "| reader-scope delays |",
+              "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for cons, sr in keys:
+        rs = sel((cons, sr))
         fsum = lambda k: sum(r.get("aws", {}).get("faults", {}).get(k, 0) for r in rs)
         tl = [r["t_agree_after_last_start"] for r in rs if r.get("t_agree_after_last_start") is not None]
         fmt = lambda v: "-" if v is None else "%.1f" % v
-        lines.append("| %s | %d–%d | %s / %s | %s | %d | %d | %d | %d | %d | %d | %d | %d |" % (
-            cons, min(r["n"] for r in rs), max(r["n"] for r in rs), fmt(pct(tl, 0.5)), fmt(max(tl) if tl else None),
+        lines.append("| %s | %s | %d–%d | %s / %s | %s | %d | %d | %d | %d | %d | %d | %d | %d |" % (
+            cons, yn(sr), min(r["n"] for r in rs), max(r["n"] for r in rs), fmt(pct(tl, 0.5)),
+            fmt(max(tl) if tl else None),
             fmt(pct([r["duration"] for r in rs], 0.5)),
             sum(1 for r in rs if (r.get("kill") or {}).get("done") and not (r.get("kill") or {}).get("skipped")),
             sum(len(r.get("stale", [])) for r in rs), fsum("throttle"), fsum("5xx"), fsum("drop"), fsum("latency"),
             fsum("down"), sum(1 for r in rs if r["faults"].get("visibility_scope") == "reader")))
+    srs = [r for r in records if r.get("state_root")]
+    if srs:
+        lines += ["", "State root launches: genesis.json created in %d; peers that lost the race to create it "
+                  "(a founding it prevented): %d in %d launches; launches waited for peers still deciding at "
+                  "the deadline: %d" % (
+                      sum(1 for r in srs if r.get("genesis")), sum(len(r.get("genesis_race_lost") or []) for r in srs),
+                      sum(1 for r in srs if r.get("genesis_race_lost")), sum(1 for r in srs if r.get("extended")))]
     lines += ["", "By the largest visibility delay drawn in the launch, relative to --settle:", "",
-              "| delay / settle | launches | of which expect ≤ N/2 (a split is possible) | agreed | split brains "
-              "| lone foundings |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+              "| delay / settle | state root | launches | of which expect ≤ N/2 (a split is possible) | agreed "
+              "| split brains | lone foundings |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     buckets = [(0, 0.5), (0.5, 0.9), (0.9, 1.0), (1.0, 1.5), (1.5, 2.0), (2.0, 3.0), (3.0, 4.0), (4.0, 6.0),
-               (6.0, 8.0), (8.0, 1e9)]
-    for lo, hi in buckets:
-        rs = [r for r in records if lo <= (r.get("visibility_max_drawn") or 0) / r["settle"] < hi]
+               (6.0, 8.0), (8.0, 10.0), (10.0, 1e9)]
+    for (lo, hi), sr in [(b, sr) for b in buckets for sr in sorted({k[1] for k in keys})]:
+        rs = [r for r in records if lo <= (r.get("visibility_max_drawn") or 0) / r["settle"] < hi
+              and bool(r.get("state_root")) == sr]
         if rs:
-            lines.append("| %s–%s | %d | %d | %d | %d | %d |" % (
-                lo, "∞" if hi > 1e8 else hi, len(rs), sum(1 for r in rs if 2 * r["expect"] <= r["n"]),
+            lines.append("| %s–%s | %s | %d | %d | %d | %d | %d |" % (
+                lo, "∞" if hi > 1e8 else hi, yn(sr), len(rs), sum(1 for r in rs if 2 * r["expect"] <= r["n"]),
                 sum(1 for r in rs if r.get("agreed")),
                 sum(1 for r in rs if r.get("split_brain")), sum(1 for r in rs if r.get("lone_founding"))))
     nn = [r for r in records if not r.get("agreed")]
     if nn:
         lines += ["", "Launches that did not agree by the deadline:", ""]
         for r in nn[:40]:
-            lines.append("- seed %s %s N=%d expect=%d kill=%s: %s" % (
-                r["seed"], r["consensus"], r["n"], r["expect"],
+            lines.append("- seed %s %s%s N=%d expect=%d kill=%s: %s" % (
+                r["seed"], r["consensus"], " state root" if r.get("state_root") else "", r["n"], r["expect"],
                 (r.get("kill") or {}).get("mode") if (r.get("kill") or {}).get("done") else "-",
                 r.get("error") or "; ".join("%s %s" % kv for kv in sorted((r.get("not_agreed") or {}).items()))[:300]))
-    bad = [r for r in records if r.get("split_brain") or r.get("lone_founding") or r.get("error")]
+    bad = [r for r in records if r.get("split_brain") or r.get("lone_founding") or r.get("genesis_mismatch")
+           or r.get("error")]
     if bad:
         lines += ["", "Failures:", ""]
         for r in bad:
-            lines.append("- seed %s %s: split=%s lone=%s error=%s %s; logs %s" % (
-                r["seed"], r["consensus"], r.get("split_brain"), r.get("lone_founding"), r.get("error"),
+            lines.append("- seed %s %s%s: split=%s lone=%s genesis=%s error=%s %s; logs %s" % (
+                r["seed"], r["consensus"], " state root" if r.get("state_root") else "", r.get("split_brain"),
+                r.get("lone_founding"), "; ".join(r.get("genesis_problems") or []) or "-", r.get("error"),
                 "; ".join(r.get("lone_details") or []), r.get("saved")))
     return "\n".join(lines) + "\n"
 
@@ -728,6 +936,11 @@ def main():
     ap.add_argument("--split-prone", action="store_true",
                     help="for measuring the delay bound: N >= 4, expect <= N/2 (two disjoint founding sets fit), "
                          "skew <= 1 s, every peer draws its own visibility delays")
+    ap.add_argument("--state-root", action="store_true",
+                    help="every launch on a state root of its own, every peer as an ECS task of the shipped task "
+                         "definition: its slot holder (`BIN slot --state-root S --slot-file F --expect N -- "
+                         "/bin/sleep 3600`) first, then the peer with BOOTSTRAP_STATE_ROOT and BOOTSTRAP_SLOT_FILE; "
+                         "genesis.json must name the founders of the cluster formed")
     ap.add_argument("--seed", type=int, default=None, help="replay one launch: its seed (with the same flags)")
     ap.add_argument("--run-seed", type=int, default=None, help="seed of the launch seeds (default random)")
     ap.add_argument("--deadline", type=float, default=None, help="seconds after the last start (default 45; short 30)")
@@ -825,11 +1038,13 @@ def main():
                 jf.flush()
             flag = ("SPLIT BRAIN " if rec.get("split_brain") else "") + \
                    ("LONE FOUNDING " if rec.get("lone_founding") else "") + \
+                   ("GENESIS MISMATCH %s " % "; ".join(rec["genesis_problems"]) if rec.get("genesis_mismatch") else "") + \
                    ("ERROR %s " % rec["error"] if rec.get("error") else "")
             kill = rec.get("kill") or {}
-            log("launch %d/%d seed=%d %s N=%d expect=%d settle=%.1fs vis<=%.2fs stale=%d kill=%s -> %s "
-                "t_agree=%s clusters=%s exits=%s calls/peer max=%s %s%s" % (
-                    i + 1, len(plan), seed, cons, rec["n"], rec["expect"], rec["settle"],
+            log("launch %d/%d seed=%d %s%s N=%d expect=%d settle=%.1fs vis<=%.2fs stale=%d kill=%s -> %s "
+                "t_agree=%s clusters=%s exits=%s calls/peer max=%s %s%s%s" % (
+                    i + 1, len(plan), seed, cons, " state-root" if rec.get("state_root") else "",
+                    rec["n"], rec["expect"], rec["settle"],
                     rec["visibility_max_drawn"], len(rec["stale"]),
                     ("%s:%s" % (kill.get("mode"), kill.get("skipped") or kill.get("decision")))
                     if kill.get("done") else "-",
@@ -837,8 +1052,10 @@ def main():
                     "one cluster (t=%s), views short" % rec.get("t_one_cluster") if rec.get("one_cluster") else
                     "NOT AGREED", rec.get("t_agree"),
                     list(rec.get("clusters", {}).values()), rec["exits"] or "{}",
-                    max(rec["aws"]["per_peer"].values() or [0]), flag,
-                    "" if not flag else "(replay: --seed %d --consensus %s)" % (seed, cons)))
+                    max(rec["aws"]["per_peer"].values() or [0]),
+                    "genesis=%s race-lost=%s " % ((rec.get("genesis") or {}).get("founders"),
+                                                  rec.get("genesis_race_lost") or "-") if rec.get("state_root") else "",
+                    flag, "" if not flag else "(replay: --seed %d --consensus %s)" % (seed, cons)))
     except KeyboardInterrupt:
         log("soak: interrupted")
     finally:
@@ -853,7 +1070,8 @@ def main():
         with open(a.summary, "w") as f:
             f.write(text)
     print(text)
-    bad = [r for r in records if r.get("split_brain") or r.get("lone_founding") or r.get("error")]
+    bad = [r for r in records if r.get("split_brain") or r.get("lone_founding") or r.get("genesis_mismatch")
+           or r.get("error")]
     if stop["sig"] or not records:
         return 1
     return 1 if bad else 0
