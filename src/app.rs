@@ -605,6 +605,21 @@ async fn bootstrap<R: Registry>(
     let since_start = || started.elapsed().as_millis() as u64;
     let (facts, decision) = 'decided: loop {
         let (facts, decision) = loop {
+            // A record another peer created while this one waits (its founder
+            // may die before its daemon is seen): decide with it.
+            if let (Some(root), None) = (&cfg.state_root, &genesis) {
+                match stateroot::new_genesis(cfg, root, &local, supersedes.as_deref()) {
+                    Ok(Some(g)) => {
+                        rounds.set_genesis(Some(stateroot::founded(&g)));
+                        genesis = Some(g);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        deregister(registry, &me).await;
+                        return Err(e);
+                    }
+                }
+            }
             let pause = match registry.discover().await {
                 Err(e) => match rounds.discover_failed(since_start()) {
                     None => {

@@ -333,6 +333,24 @@ pub fn read_genesis(cfg: &Config, root: &Path, local: &LocalPeer) -> Result<(Opt
     }
 }
 
+/// A record that appeared since `read_genesis` (checked against this peer),
+/// other than the one `--refound` replaces.
+pub fn new_genesis(
+    cfg: &Config,
+    root: &Path,
+    local: &LocalPeer,
+    supersedes: Option<&str>,
+) -> Result<Option<Genesis>, Error> {
+    match genesis::current(root)? {
+        Some(g) if supersedes != Some(g.id.as_str()) => {
+            check_record(cfg, &g, local)?;
+            info!(genesis = %g.id, founded_at = %g.founded_at, "a genesis record appeared while deciding");
+            Ok(Some(g))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// Before a founding (not one that a record already allows): creates the
 /// record, once across the state root. `Ok(None)`: go ahead. `Ok(Some(g))`:
 /// record `g` is in place and does not allow this founding.

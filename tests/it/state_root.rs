@@ -406,3 +406,41 @@ fn a_state_root_without_its_peers_never_founds_again_unless_told() {
         "the old record stays"
     );
 }
+
+/// A record created while a peer waits (its founder died before its daemon
+/// was seen) is read on the next round: the peer ends with "cluster lost"
+/// (76), naming the record, not with "too few peers" (75).
+#[test]
+fn a_record_that_appears_while_waiting_is_decided_with() {
+    if !crate::support::testbed_ready() {
+        return;
+    }
+    use ipfs_cluster_bootstrap::genesis::{create, secret_hash, Draft};
+    use ipfs_cluster_bootstrap::peer::{Consensus, PeerId};
+    let tmp = TempDir::new("appears");
+    let state = tmp.0.join("state");
+    fs::create_dir_all(&state).unwrap();
+    let mut net = Net::new();
+    let mut a = SlotPeer::new(&tmp.0, &state, "a", &mut net, 3);
+    // --expect 2 and alone: it waits for more peers.
+    let setup = a.setup(&state, "crdt").arg(&["--expect", "2", "--timeout", "4s"]);
+    a.peer.start(&setup);
+    std::thread::sleep(Duration::from_millis(1500));
+    let founder = PeerId::parse("12D3KooWHEZ3YnZWcqrE91bnCGJZsUS3njYBJEh7QGK3NwzrGEKn").unwrap();
+    let secret: Vec<u8> = (0..32)
+        .map(|i| u8::from_str_radix(&crate::support::peer::SECRET[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    let hash = secret_hash(&secret);
+    let draft = Draft {
+        consensus: Consensus::Crdt,
+        founders: std::slice::from_ref(&founder),
+        secret_sha256: &hash,
+        founded_by: "another-task",
+        supersedes: None,
+    };
+    create(&state, &draft).unwrap();
+    assert_eq!(a.peer.wait(Duration::from_secs(20)), 76, "{}", a.peer.stderr());
+    let log = a.peer.stderr();
+    assert!(log.contains("a genesis record appeared while deciding"), "{log}");
+    assert!(log.lines().last().unwrap().contains(founder.as_str()), "{log}");
+}
