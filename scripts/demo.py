@@ -7,7 +7,7 @@ runs them, on one state root (a folder here; EFS on ECS) that they share:
   --migrate=true --agent-version-suffix=docker` takes a free slot, writes it to
   the task's slot file (a folder only this task's two containers share) and
   execs kubo's start script on the slot's repo; the start script is
-  scripts/demo_kubo_start.py, a stand-in with the demo's offline settings;
+  tests/real/kubo_start.py, the stand-in with the offline settings;
 - the cluster container: ipfs-cluster-bootstrap waits for the slot file,
   takes the slot's peer.lock, registers in Cloud Map (moto's server on
   127.0.0.1:5000), decides and execs the real `ipfs-cluster-service daemon`
@@ -35,7 +35,7 @@ from bed import CLUSTER_BED_ENV, json_stream  # noqa: E402  (the test bed's sett
 CONSENSUS = sys.argv[1] if len(sys.argv) > 1 else "crdt"
 TASKS = [("task%d" % n, "127.0.0.%d" % (n + 1)) for n in (1, 2, 3)]
 REPLACEMENT = ("task4", "127.0.0.5")  # replaces task2
-KUBO_START = os.path.join(ROOT, "scripts", "demo_kubo_start.py")  # the demo's start_ipfs
+KUBO_START = os.path.join(ROOT, "tests", "real", "kubo_start.py")  # the stand-in for start_ipfs
 MOTO = ("127.0.0.1", 5000)
 T0 = time.time()
 URL = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy
@@ -106,7 +106,7 @@ class Task:
     def start_kubo(self, binary):
         """The kubo container, as the shipped kubo image runs it: `ipfs-cluster-bootstrap slot` takes a free
         slot of the state root, writes the slot file and execs the start script on the slot's repo."""
-        env = {"PATH": self.path, "HOME": self.dir, "IPFS_TELEMETRY": "off", "DEMO_TASK_IP": self.ip,
+        env = {"PATH": self.path, "HOME": self.dir, "IPFS_TELEMETRY": "off", "KUBO_START_IP": self.ip,
                "BOOTSTRAP_STATE_ROOT": self.state_root, "BOOTSTRAP_SLOT_FILE": self.slot_file,
                "BOOTSTRAP_EXPECT": "3", "BOOTSTRAP_LOG_FORMAT": "json"}
         self.kubo = self.spawn([binary, "slot", "--", sys.executable, KUBO_START, "daemon", "--migrate=true",

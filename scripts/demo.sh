@@ -2,7 +2,7 @@
 # The demo: 3 "ECS tasks" on one machine, run as the shipped task definition
 # runs them, on one state root (a folder standing in for EFS). Each task's
 # kubo container is `ipfs-cluster-bootstrap slot -- start_ipfs daemon ...`
-# (it takes a state slot; scripts/demo_kubo_start.py stands in for kubo's
+# (it takes a state slot; tests/real/kubo_start.py stands in for kubo's
 # start script) and its cluster container is ipfs-cluster-bootstrap, which
 # runs in that slot and execs the real ipfs-cluster-service v1.1.6; the peers
 # find each other in Cloud Map (moto's server). Prints each peer's decision,

@@ -732,6 +732,24 @@ fn simulate(
     (out, rounds)
 }
 
+/// The foundings of a simulated launch (their init_peersets), checked to
+/// make one cluster: crdt, at most one founder; raft, one founding set.
+fn one_founding(consensus: Consensus, out: &[Option<Action>]) -> Result<Vec<&Option<Vec<PeerId>>>, TestCaseError> {
+    let founds: Vec<&Option<Vec<PeerId>>> = out
+        .iter()
+        .flatten()
+        .filter_map(|a| match a {
+            Action::Found { init_peerset } => Some(init_peerset),
+            _ => None,
+        })
+        .collect();
+    match consensus {
+        Consensus::Crdt => prop_assert!(founds.len() <= 1, "two crdt founders: {:?}", out),
+        Consensus::Raft => prop_assert!(founds.windows(2).all(|w| w[0] == w[1]), "two founding sets: {:?}", out),
+    }
+    Ok(founds)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(400))]
     #[test]
@@ -744,14 +762,7 @@ proptest! {
     ) {
         let consensus = if raft { Consensus::Raft } else { Consensus::Crdt };
         let (out, _) = simulate(consensus, n, expect, &start, &delay, &dead, publish, false);
-        let founds: Vec<&Option<Vec<PeerId>>> = out.iter().flatten().filter_map(|a| match a {
-            Action::Found { init_peerset } => Some(init_peerset),
-            _ => None,
-        }).collect();
-        match consensus {
-            Consensus::Crdt => prop_assert!(founds.len() <= 1, "two crdt founders: {:?}", out),
-            Consensus::Raft => prop_assert!(founds.windows(2).all(|w| w[0] == w[1]), "two founding sets: {:?}", out),
-        }
+        let founds = one_founding(consensus, &out)?;
         // Joins only ever target live peers, so a joiner is in the founders' cluster.
         let alive = (0..n).filter(|&i| !dead[i]).count();
         if alive >= expect {
@@ -784,14 +795,7 @@ proptest! {
     ) {
         let consensus = if raft { Consensus::Raft } else { Consensus::Crdt };
         let (out, _) = simulate(consensus, n, expect, &start, &delay, &dead, false, true);
-        let founds: Vec<&Option<Vec<PeerId>>> = out.iter().flatten().filter_map(|a| match a {
-            Action::Found { init_peerset } => Some(init_peerset),
-            _ => None,
-        }).collect();
-        match consensus {
-            Consensus::Crdt => prop_assert!(founds.len() <= 1, "two crdt founders: {:?}", out),
-            Consensus::Raft => prop_assert!(founds.windows(2).all(|w| w[0] == w[1]), "two founding sets: {:?}", out),
-        }
+        one_founding(consensus, &out)?;
     }
 }
 
