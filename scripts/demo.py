@@ -203,6 +203,20 @@ def start_moto(work):
     return moto
 
 
+def peers_agree(tasks, ids, answered=None):
+    """Every task's `peers ls` (kept in t.peers) lists exactly `ids`, with no
+    error; `answered` = (peer ID, peer name): that ID answers with that name."""
+    for t in tasks:
+        if t.cluster.poll() is not None:
+            raise Failed("%s's daemon exited %s (%s/cluster.log)" % (t.name, t.cluster.returncode, t.dir))
+        t.peers = t.ctl("peers", "ls", timeout=20)
+        if sorted(p["id"] for p in t.peers if not p.get("error")) != ids:
+            return False
+        if answered and [p["peername"] for p in t.peers if p["id"] == answered[0]] != [answered[1]]:
+            return False
+    return True
+
+
 def demo(work, state_root, tasks, binary, bindir):
     say("moto's server on %s:%d: Cloud Map namespace ipfs-demo, service cluster-peers" % MOTO)
     say("state root (EFS on ECS): %s, shared by the tasks" % state_root)
@@ -245,15 +259,8 @@ def demo(work, state_root, tasks, binary, bindir):
 
     ids = sorted(t.ev["record"]["facts"]["me"]["peer_id"] for t in tasks)
 
-    def one_cluster():
-        for t in tasks:
-            if t.cluster.poll() is not None:
-                raise Failed("%s's daemon exited %s (%s/cluster.log)" % (t.name, t.cluster.returncode, t.dir))
-            t.peers = t.ctl("peers", "ls", timeout=20)
-            if sorted(p["id"] for p in t.peers if not p.get("error")) != ids:
-                return False
-        return True
-    wait_for("one cluster of the 3 peers (ipfs-cluster-ctl peers ls on each)", one_cluster, 150, 1)
+    wait_for("one cluster of the 3 peers (ipfs-cluster-ctl peers ls on each)",
+             lambda: peers_agree(tasks, ids), 150, 1)
     for t in tasks:
         say("%s$ ipfs-cluster-ctl peers ls:  %s" % (t.name, ";  ".join(
             "%s sees %d other peers" % (p["peername"], len(p["cluster_peers"]) - 1)
@@ -332,18 +339,9 @@ def replace(tasks, old, new, binary, secret, ids, cid, data):
         raise Failed("%s did not start on %s's state as its peer" % (new.name, old.name))
     live = [t for t in tasks if t is not old]
 
-    def same_cluster():
-        for t in live:
-            if t.cluster.poll() is not None:
-                raise Failed("%s's daemon exited %s (%s/cluster.log)" % (t.name, t.cluster.returncode, t.dir))
-            t.peers = t.ctl("peers", "ls", timeout=20)
-            if sorted(p["id"] for p in t.peers if not p.get("error")) != ids:
-                return False
-            # The answer for that ID comes from the new daemon (its peer name), not from a cache.
-            if [p["peername"] for p in t.peers if p["id"] == old_id] != [new.name]:
-                return False
-        return True
-    wait_for("the same 3 peer IDs on %s (peers ls)" % ", ".join(t.name for t in live), same_cluster, 150, 1)
+    # The answer for that ID comes from the new daemon (its peer name), not from a cache.
+    wait_for("the same 3 peer IDs on %s (peers ls)" % ", ".join(t.name for t in live),
+             lambda: peers_agree(live, ids, answered=(old_id, new.name)), 150, 1)
     say("%s$ ipfs-cluster-ctl peers ls:  %s" % (new.name, ";  ".join(
         "%s%s sees %d other peers" % (p["peername"], "" if NAMES.get(p["id"]) == p["peername"] else
                                       " (%s's peer ID)" % short(p["id"]), len(p["cluster_peers"]) - 1)

@@ -511,15 +511,15 @@ async fn bootstrap<R: Registry>(
     let started = Instant::now();
     let deadline = started + cfg.timeout;
     let read_only = cfg.read_only();
-    if let Some(root) = &cfg.state_root {
-        stateroot::check_before_init(cfg, root)?;
-    }
-    let local = prepare_local(cfg, read_only)?;
-    // The state root's genesis record, checked against this peer.
-    let (mut genesis, supersedes) = match &cfg.state_root {
-        Some(root) => stateroot::read_genesis(cfg, root, &local)?,
-        None => (None, None),
+    // The state root's genesis record, read once: checked before `init`
+    // writes anything, then against the local peer.
+    let current = match &cfg.state_root {
+        Some(root) => crate::genesis::current(root)?,
+        None => None,
     };
+    stateroot::check_before_init(cfg, current.as_ref())?;
+    let local = prepare_local(cfg, read_only)?;
+    let (mut genesis, supersedes) = stateroot::read_genesis(cfg, current, &local)?;
     let SelfAddr {
         ip,
         task,

@@ -247,12 +247,12 @@ pub fn founded(g: &Genesis) -> Founded {
 /// Before anything is written (`init`): CLUSTER_SECRET, when set, against
 /// the record's secret, and for a slot without service.json yet the
 /// consensus `init` would write (IPFS_CLUSTER_CONSENSUS) against the record's.
-pub fn check_before_init(cfg: &Config, root: &Path) -> Result<(), Error> {
-    let Some(g) = genesis::current(root)? else {
+pub fn check_before_init(cfg: &Config, current: Option<&Genesis>) -> Result<(), Error> {
+    let Some(g) = current else {
         return Ok(());
     };
     if cfg.secret_sha256_env.as_ref().is_some_and(|s| *s != g.secret_sha256) {
-        return Err(wrong_secret("CLUSTER_SECRET", &g));
+        return Err(wrong_secret("CLUSTER_SECRET", g));
     }
     if !crate::local::service_json(&cfg.config_dir).exists() && cfg.init_consensus != g.consensus {
         return Err(Error::Unsafe(format!(
@@ -312,8 +312,12 @@ fn check_record(cfg: &Config, g: &Genesis, local: &LocalPeer) -> Result<(), Erro
 /// it: same consensus, same secret. With `--refound` of the current record,
 /// `decide` sees none, and the record a founding creates replaces it
 /// (`Some(id)` in the second place).
-pub fn read_genesis(cfg: &Config, root: &Path, local: &LocalPeer) -> Result<(Option<Genesis>, Option<String>), Error> {
-    let Some(g) = genesis::current(root)? else {
+pub fn read_genesis(
+    cfg: &Config,
+    current: Option<Genesis>,
+    local: &LocalPeer,
+) -> Result<(Option<Genesis>, Option<String>), Error> {
+    let Some(g) = current else {
         if let Some(id) = &cfg.refound {
             warn!(refound = %id, "--refound is set but there is no genesis record: ignored");
         }

@@ -211,6 +211,20 @@ impl SlotPeer {
             .count()
     }
 
+    /// Until the double has run `n` times as this slot's daemon.
+    fn wait_daemon_runs(&self, state: &Path, n: usize, timeout: Duration) {
+        let t = Instant::now();
+        while self.daemon_runs(state) < n {
+            assert!(
+                t.elapsed() < timeout,
+                "{}: fewer than {n} daemon runs after {timeout:?}:\n{}",
+                self.peer.name,
+                self.peer.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn slot_dir(&self, state: &Path) -> PathBuf {
         let v: Value = serde_json::from_str(&fs::read_to_string(&self.slot_file).unwrap()).unwrap();
         state.join("slots").join(v["slot"].as_u64().unwrap().to_string())
@@ -279,14 +293,7 @@ fn ten_would_be_founders_make_one_genesis_record_and_one_cluster() {
         let running: Vec<usize> = (0..peers.len()).filter(|&i| exited[i].is_none()).collect();
         assert_eq!(running.len(), 1, "race {race}: {exited:?}");
         let winner = &mut peers[running[0]];
-        let t = Instant::now();
-        while winner.daemon_runs(&state) == 0 {
-            assert!(
-                t.elapsed() < Duration::from_secs(10),
-                "race {race}: the founder never started its daemon"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        winner.wait_daemon_runs(&state, 1, Duration::from_secs(10));
         let record: Value = serde_json::from_str(&fs::read_to_string(state.join("genesis.json")).unwrap()).unwrap();
         let winner_id = winner.peer.decisions().last().unwrap()["facts"]["me"]["peer_id"].clone();
         assert_eq!(record["founders"], serde_json::json!([winner_id]), "race {race}");
@@ -327,22 +334,14 @@ fn a_state_root_without_its_peers_never_founds_again_unless_told() {
     let mut a = SlotPeer::new(&tmp.0, &state, "a", &mut net, 3);
     let setup = a.setup(&state, "crdt");
     a.peer.start(&setup);
-    let t = Instant::now();
-    while a.daemon_runs(&state) == 0 {
-        assert!(t.elapsed() < Duration::from_secs(20), "{}", a.peer.stderr());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    a.wait_daemon_runs(&state, 1, Duration::from_secs(20));
     a.peer.stop();
     let record: Value = serde_json::from_str(&fs::read_to_string(state.join("genesis.json")).unwrap()).unwrap();
     let id = record["id"].as_str().unwrap().to_owned();
 
     // A restart on its slot starts on its state: no record needed.
     a.peer.start(&setup);
-    let t = Instant::now();
-    while a.daemon_runs(&state) < 2 {
-        assert!(t.elapsed() < Duration::from_secs(20), "{}", a.peer.stderr());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    a.wait_daemon_runs(&state, 2, Duration::from_secs(20));
     a.peer.stop();
     assert_eq!(
         a.peer.decisions().last().unwrap()["decision"]["reason"]["rule"],
@@ -391,11 +390,7 @@ fn a_state_root_without_its_peers_never_founds_again_unless_told() {
     b.peer.start(&setup.clone().arg(&["--refound", "00000000000000ff"]));
     assert_eq!(b.peer.wait(Duration::from_secs(20)), 76);
     b.peer.start(&setup.clone().arg(&["--refound", &id]));
-    let t = Instant::now();
-    while b.daemon_runs(&state) == 0 {
-        assert!(t.elapsed() < Duration::from_secs(20), "{}", b.peer.stderr());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    b.wait_daemon_runs(&state, 1, Duration::from_secs(20));
     b.peer.stop();
     let next: Value =
         serde_json::from_str(&fs::read_to_string(state.join(format!("genesis-after-{id}.json"))).unwrap()).unwrap();
