@@ -638,14 +638,19 @@ class Bed:
         """The peer IDs `peers ls` on t reports, with no error."""
         return sorted(p["id"] for p in self.ctl(t, "peers", "ls", timeout=20) if not p.get("error"))
 
-    def wait_one_cluster(self, tasks, timeout=120):
-        """Until every task's `peers ls` lists exactly the tasks' peer IDs."""
+    def wait_one_cluster(self, tasks, timeout=120, on_exit=None):
+        """Until every task's `peers ls` lists exactly the tasks' peer IDs. A task whose cluster
+        container exits fails the wait, unless `on_exit(task)` returns its replacement (as ECS
+        replaces a task whose essential container exited), which takes its place in `tasks`."""
         def agreed():
+            for i, t in enumerate(tasks):
+                if t.cluster is not None and t.cluster.poll() is not None:
+                    if on_exit is None:
+                        raise BedError("%s's cluster container exited %s (%s)" % (t.name, t.cluster.returncode,
+                                                                                 t.cluster.logpath))
+                    tasks[i] = on_exit(t)
             want = sorted(self.peer_id(t) for t in tasks)
             for t in tasks:
-                if t.cluster is not None and t.cluster.poll() is not None:
-                    raise BedError("%s's cluster container exited %s (%s)" % (t.name, t.cluster.returncode,
-                                                                             t.cluster.logpath))
                 if self.peers(t) != want:
                     return False
             return want

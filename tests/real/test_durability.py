@@ -123,6 +123,7 @@ class Cluster:
         self.ids = {bed.peer_id(t): t for t in tasks}  # identity.json, written by the first run's init
         self.allow_extra = set()
         self.kubo_ids = {}
+        self.on_exit = None  # see Bed.wait_one_cluster
 
     def env(self, t):
         return self.bed.cluster_env(t, self.consensus, dict(ENV, **RAFT_ROLE_LOGS))
@@ -214,7 +215,7 @@ class Cluster:
 
     def same_cluster(self, timeout=120):
         """The same five peer IDs in every `peers ls`; raft: one leader, one of them."""
-        ids = self.bed.wait_one_cluster(self.tasks, timeout=timeout)
+        ids = self.bed.wait_one_cluster(self.tasks, timeout=timeout, on_exit=self.on_exit)
         assert ids == sorted(self.ids), (ids, sorted(self.ids))
         if self.consensus == "raft":
             def one_leader():

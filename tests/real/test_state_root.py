@@ -83,6 +83,22 @@ def test_replacements_and_total_losses_keep_every_slots_peer(bed, consensus):
         svc.start_cluster(t)
     c = Cluster(bed, tasks, consensus)
     slot_ids = svc.slot_ids()
+
+    def replace_exited(t):
+        """A real daemon that exits (ipfs-cluster v1.1.6 sometimes panics in go-libp2p-gorpc's
+        client at start) ends its task, and ECS starts another, which takes the freed slot."""
+        log("%s's cluster container exited %s (%s): replaced, as ECS does" % (t.name, t.cluster.returncode,
+                                                                            t.cluster.logpath))
+        retire(t, kill=True)
+        new = svc.new_task()
+        svc.start_cluster(new)
+        assert new.slot == t.slot, (new.slot, t.slot)
+        c.ids[bed.peer_id(new)] = new
+        if t.name in c.allow_extra:
+            c.allow_extra.discard(t.name)
+            c.allow_extra.add(new.name)
+        return new
+    c.on_exit = replace_exited
     assert sorted(slot_ids.values()) == sorted(c.ids), (slot_ids, c.ids)
     genesis = json.load(open(os.path.join(svc.root, "genesis.json")))
     assert genesis["consensus"] == consensus and set(genesis["founders"]) <= set(c.ids), genesis
