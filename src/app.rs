@@ -51,8 +51,17 @@ pub async fn run(cfg: Config) -> Result<i32, Error> {
     // --expect matters to run and plan only: `health` and `discover` work with
     // the environment the task definition gives `run` (BOOTSTRAP_EXPECT=auto).
     let expect_auto = cfg.expect == Expect::Auto && matches!(cfg.mode, Mode::Run | Mode::Plan);
-    let needs_aws =
-        matches!(cfg.discovery, Discovery::CloudMap { .. } | Discovery::Ec2 { .. }) || expect_auto || cfg.verify_tasks;
+    // Scale-in retirement asks ECS for the service's desired count at SIGTERM;
+    // it is on only where the ECS cluster is known (in ECS, or --ecs-cluster).
+    let scale_in = cfg.mode == Mode::Run
+        && cfg.supervise
+        && cfg.state_root.is_some()
+        && !cfg.scale_in_timeout.is_zero()
+        && (cfg.ecs_cluster.is_some() || cfg.metadata_uri.is_some());
+    let needs_aws = matches!(cfg.discovery, Discovery::CloudMap { .. } | Discovery::Ec2 { .. })
+        || expect_auto
+        || cfg.verify_tasks
+        || scale_in;
     let sdk = match needs_aws {
         true => Some(load_sdk().await),
         false => None,
@@ -102,13 +111,16 @@ pub async fn run(cfg: Config) -> Result<i32, Error> {
             ));
         }
     }
-    let ecs = match (expect_auto || cfg.verify_tasks, &sdk) {
+    let ecs = match (expect_auto || cfg.verify_tasks || scale_in, &sdk) {
         (true, Some(sdk)) => {
             let cluster = cfg
                 .ecs_cluster
                 .clone()
                 .or_else(|| task.as_ref().and_then(|t| t.cluster.clone()));
-            if cluster.is_none() && cfg.mode == Mode::Health {
+            if cluster.is_none() && !(expect_auto || cfg.verify_tasks) {
+                info!("scale-in retirement is off: the ECS cluster is unknown (set --ecs-cluster)");
+                None
+            } else if cluster.is_none() && cfg.mode == Mode::Health {
                 // Warned above: the metadata could not be read.
                 None
             } else {
@@ -518,7 +530,10 @@ async fn bootstrap<R: Registry>(
         None => None,
     };
     stateroot::check_before_init(cfg, current.as_ref())?;
-    let local = prepare_local(cfg, read_only)?;
+    let mut local = prepare_local(cfg, read_only)?;
+    if stateroot::settle_retired(cfg, &local)? {
+        local = prepare_local(cfg, read_only)?;
+    }
     let (mut genesis, supersedes) = stateroot::read_genesis(cfg, current, &local)?;
     let SelfAddr {
         ip,
@@ -527,6 +542,7 @@ async fn bootstrap<R: Registry>(
         source,
     } = here;
     let expect = resolve_expect(cfg, ecs, task.as_ref()).await?;
+    let task_for_retire = task.clone();
     let instance_id = cfg
         .instance_id
         .clone()
@@ -799,7 +815,14 @@ async fn bootstrap<R: Registry>(
     }
     if cfg.supervise {
         info!(argv = ?argv, "starting the daemon (supervised)");
-        let code = launch::supervise(&argv, &env).await;
+        let retire = match (&cfg.state_root, ecs, local.consensus) {
+            (Some(root), Some(ecs), Consensus::Raft) if !cfg.scale_in_timeout.is_zero() => {
+                crate::retire::context(cfg, root, ecs, &local, task_for_retire.as_ref())
+            }
+            _ => None,
+        };
+        let before_stop = retire.as_ref().map(|r| move || crate::retire::on_stop(r));
+        let code = launch::supervise(&argv, &env, before_stop).await;
         deregister(registry, &me).await;
         drop(lock);
         return code;

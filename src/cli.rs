@@ -236,6 +236,14 @@ pub struct Cli {
     #[arg(long, default_value = "10s", value_parser = parse_duration, env = "BOOTSTRAP_WATCHDOG_INTERVAL")]
     pub watchdog_interval: Duration,
 
+    /// With --state-root, --supervise and raft in an ECS service: how long a
+    /// peer stopped by a scale-in (desiredCount below the voters) may take to
+    /// leave the raft peerset and see its pins replicated elsewhere, before
+    /// its daemon gets the SIGTERM. Keep it below the container's
+    /// stopTimeout; 0 turns scale-in retirement off.
+    #[arg(long, default_value = "90s", value_parser = parse_duration, env = "BOOTSTRAP_SCALE_IN_TIMEOUT")]
+    pub scale_in_timeout: Duration,
+
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "BOOTSTRAP_LOG_FORMAT")]
     pub log_format: LogFormat,

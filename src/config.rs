@@ -140,6 +140,8 @@ pub struct Config {
     /// --refound: the genesis record a new founding may replace.
     pub refound: Option<String>,
     pub watchdog_interval: Duration,
+    /// Scale-in retirement's budget (0: off).
+    pub scale_in_timeout: Duration,
     /// The genesis record's hash of CLUSTER_SECRET, when it is set (never the secret).
     pub secret_sha256_env: Option<String>,
     /// --cluster-port as given, and CLUSTER_LISTENMULTIADDRESS: the cluster
@@ -551,6 +553,7 @@ impl Config {
             slot_file,
             refound,
             watchdog_interval: cli.watchdog_interval,
+            scale_in_timeout: cli.scale_in_timeout,
             secret_sha256_env,
             cluster_port_flag: cli.cluster_port,
             listen_env,

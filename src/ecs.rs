@@ -20,6 +20,14 @@ pub struct TaskStates {
     pub stopped: HashSet<String>,
 }
 
+/// What DescribeServices says of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceState {
+    pub desired: usize,
+    /// More than one while a rolling update replaces tasks.
+    pub deployments: usize,
+}
+
 #[derive(Clone)]
 pub struct Ecs {
     client: Client,
@@ -53,6 +61,11 @@ impl Ecs {
 
     /// The service's desiredCount.
     pub async fn desired_count(&self, service: &str) -> Result<usize, DiscoveryError> {
+        Ok(self.service_state(service).await?.desired)
+    }
+
+    /// The service's desiredCount and its number of deployments.
+    pub async fn service_state(&self, service: &str) -> Result<ServiceState, DiscoveryError> {
         const ACTION: &str = "ecs:DescribeServices";
         let out = self
             .client
@@ -75,8 +88,12 @@ impl Ecs {
                 format!("service {service:?} in cluster {:?}: {why}", self.cluster),
             )
         })?;
-        usize::try_from(svc.desired_count())
-            .map_err(|_| other(ACTION, ErrorKind::Other, "negative desiredCount".into()))
+        let desired = usize::try_from(svc.desired_count())
+            .map_err(|_| other(ACTION, ErrorKind::Other, "negative desiredCount".into()))?;
+        Ok(ServiceState {
+            desired,
+            deployments: svc.deployments().len(),
+        })
     }
 
     /// The service a task belongs to (its group `service:NAME`).

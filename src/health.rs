@@ -144,7 +144,7 @@ pub async fn check<R: Registry>(cfg: &Config, registry: &R, prober: &Prober) -> 
 }
 
 /// The REST API's address from its multiaddr; an unspecified address means loopback.
-fn api_addr(multiaddr: &str) -> Option<SocketAddr> {
+pub(crate) fn api_addr(multiaddr: &str) -> Option<SocketAddr> {
     let first = multiaddr.split(',').next()?.trim();
     let parts: Vec<&str> = first.split('/').collect();
     let (ip, port): (std::net::IpAddr, u16) = match parts.as_slice() {

@@ -62,8 +62,15 @@ pub fn exec(argv: &[OsString], env: &Env) -> Error {
 }
 
 /// Runs the daemon as a child, forwarding SIGTERM, SIGINT and SIGHUP to it,
-/// and returns its exit code (128 + signal when a signal ended it).
-pub async fn supervise(argv: &[OsString], env: &Env) -> Result<i32, Error> {
+/// and returns its exit code (128 + signal when a signal ended it). On the
+/// first SIGTERM, `before_stop` runs before the signal is forwarded (the
+/// scale-in retirement); a second SIGTERM cuts it short.
+pub async fn supervise<F, Fut>(argv: &[OsString], env: &Env, before_stop: Option<F>) -> Result<i32, Error>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut before_stop = before_stop;
     use tokio::signal::unix::{signal, SignalKind};
     let mut cmd = tokio::process::Command::new(&argv[0]);
     cmd.args(&argv[1..]).envs(env.iter().map(|(k, v)| (k, v)));
@@ -101,7 +108,15 @@ pub async fn supervise(argv: &[OsString], env: &Env) -> Result<i32, Error> {
                 use std::os::unix::process::ExitStatusExt;
                 return Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)));
             }
-            _ = recv(&mut term) => libc::SIGTERM,
+            _ = recv(&mut term) => {
+                if let Some(hook) = before_stop.take() {
+                    tokio::select! {
+                        _ = hook() => {}
+                        _ = recv(&mut term) => tracing::warn!("a second SIGTERM: stopping now"),
+                    }
+                }
+                libc::SIGTERM
+            }
             _ = recv(&mut int) => libc::SIGINT,
             _ = recv(&mut hup) => libc::SIGHUP,
         };

@@ -26,6 +26,7 @@ pub mod peer;
 pub mod privileges;
 pub mod probe;
 pub mod raftstate;
+pub mod retire;
 pub mod rounds;
 pub mod selfaddr;
 pub mod slot;

@@ -177,15 +177,45 @@ pub struct Claimed {
     pub lock: Lock,
 }
 
-/// One pass over slots `0..count`, lowest first (scale-in retires the highest):
-/// the first whose lock is free, or every slot's holder when none is.
+/// `slots/<k>/retired.json`: the slot's peer left the raft peerset at a
+/// scale-in (`retire`).
+pub fn retired_file(root: &Path, k: usize) -> PathBuf {
+    slot_dir(root, k).join("retired.json")
+}
+
+/// Whether slot `k` holds a peer that is still a member: it has an identity
+/// and was not retired.
+fn is_member(root: &Path, k: usize) -> bool {
+    cluster_dir(root, k).join("identity.json").exists() && !retired_file(root, k).exists()
+}
+
+/// The slots a claim tries, in order: first those whose peer is a member
+/// (a replacement comes back as a voter, whatever its number: scale-in
+/// retires whichever peers ECS stopped), then the others of `0..count`,
+/// lowest first.
+pub fn claim_order(root: &Path, count: usize) -> io::Result<Vec<usize>> {
+    let mut existing: Vec<usize> = match std::fs::read_dir(slots_dir(root)) {
+        Ok(dir) => dir
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<usize>().ok())
+            .collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    existing.sort_unstable();
+    let members: Vec<usize> = existing.into_iter().filter(|&k| is_member(root, k)).collect();
+    let rest = (0..count).filter(|k| !members.contains(k));
+    Ok(members.iter().copied().chain(rest).collect())
+}
+
+/// One pass over the slots in `claim_order`: the first whose lock is free,
+/// or every slot's holder when none is.
 pub fn try_claim(
     root: &Path,
     count: usize,
     holder: &Holder,
 ) -> io::Result<Result<Claimed, Vec<(usize, Option<Holder>)>>> {
     let mut busy = Vec::new();
-    for k in 0..count {
+    for k in claim_order(root, count)? {
         let dir = slot_dir(root, k);
         std::fs::create_dir_all(&dir)?;
         match Lock::try_take(&slot_lock(root, k))? {
@@ -305,6 +335,30 @@ mod tests {
         assert!(cluster_dir(&r, 0).is_dir());
         assert_eq!(read_holder(&r, 0), Some(holder("c")));
         drop((b, c));
+        std::fs::remove_dir_all(r).unwrap();
+    }
+
+    #[test]
+    fn members_slots_come_first_whatever_their_number() {
+        let r = root();
+        let member = |k: usize| {
+            std::fs::create_dir_all(cluster_dir(&r, k)).unwrap();
+            std::fs::write(cluster_dir(&r, k).join("identity.json"), "{}").unwrap();
+        };
+        assert_eq!(claim_order(&r, 3).unwrap(), vec![0, 1, 2]);
+        // After a scale-in 5 -> 3 that retired slots 1 and 2: the voters are 0, 3, 4.
+        (0..5).for_each(member);
+        for k in [1, 2] {
+            write_atomic(&retired_file(&r, k), b"{}").unwrap();
+        }
+        assert_eq!(claim_order(&r, 3).unwrap(), vec![0, 3, 4, 1, 2]);
+        let a = try_claim(&r, 3, &holder("a")).unwrap().unwrap();
+        let b = try_claim(&r, 3, &holder("b")).unwrap().unwrap();
+        assert_eq!((a.index, b.index), (0, 3));
+        // A slot that is not a number is no slot.
+        std::fs::create_dir_all(slots_dir(&r).join("tmp")).unwrap();
+        assert_eq!(claim_order(&r, 1).unwrap(), vec![0, 3, 4]);
+        drop((a, b));
         std::fs::remove_dir_all(r).unwrap();
     }
 

@@ -399,3 +399,37 @@ pub fn create_genesis(
         }
     }
 }
+
+/// A slot whose peer left the peerset at a scale-in (`retired.json`) is taken
+/// again: its peer joins as a new member. The daemon moves its raft folder
+/// away when it is removed while running; if it was stopped first, the old
+/// raft state is moved away here, as the daemon would (a removed peer that
+/// starts on it never becomes ready and exits 0 after about 20 s, forever).
+/// Returns whether the local state changed. `plan` only says so.
+pub fn settle_retired(cfg: &Config, local: &LocalPeer) -> Result<bool, Error> {
+    let Some(slot_dir) = cfg.state_root.as_ref().and(cfg.config_dir.parent()) else {
+        return Ok(false);
+    };
+    let marker = slot_dir.join("retired.json");
+    if !marker.exists() {
+        return Ok(false);
+    }
+    let moved = local.consensus == Consensus::Raft && local.has_state;
+    if cfg.read_only() {
+        info!(marker = %marker.display(), raft_state_moved_away = moved, "this slot's peer left the peerset at a scale-in: `run` would start it as a new member");
+        return Ok(false);
+    }
+    if moved {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut aside = local.state_dir.clone().into_os_string();
+        aside.push(format!(".retired-{secs}"));
+        std::fs::rename(&local.state_dir, &aside).map_err(io_err(&local.state_dir))?;
+        warn!(from = %local.state_dir.display(), to = %Path::new(&aside).display(), "this slot's peer left the raft peerset at a scale-in: its stale raft state moved away");
+    }
+    std::fs::remove_file(&marker).map_err(io_err(&marker))?;
+    info!(peer_id = %local.peer_id, "this slot's peer left the peerset at a scale-in: it joins as a new member");
+    Ok(moved)
+}
