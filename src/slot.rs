@@ -7,7 +7,7 @@
 //! STATE_ROOT/slots/<k>/slot.lock   flock()ed by the task holding slot k (the `slot` mode, kubo's container)
 //! STATE_ROOT/slots/<k>/holder.json which task holds it, for messages only
 //! STATE_ROOT/slots/<k>/ipfs/       IPFS_PATH
-//! STATE_ROOT/slots/<k>/cluster/    IPFS_CLUSTER_PATH
+//! STATE_ROOT/slots/<k>/cluster/    IPFS_CLUSTER_PATH (and retired.json after a scale-in)
 //! STATE_ROOT/slots/<k>/peer.lock  flock()ed by that task's cluster container
 //! ```
 //!
@@ -177,10 +177,16 @@ pub struct Claimed {
     pub lock: Lock,
 }
 
-/// `slots/<k>/retired.json`: the slot's peer left the raft peerset at a
-/// scale-in (`retire`).
+/// `slots/<k>/cluster/retired.json`: the slot's peer left the raft peerset
+/// at a scale-in (`retire`). In the cluster folder: the cluster container
+/// writes it after dropping to `--run-as`, which owns that folder only.
 pub fn retired_file(root: &Path, k: usize) -> PathBuf {
-    slot_dir(root, k).join("retired.json")
+    retired_in(&cluster_dir(root, k))
+}
+
+/// The retired marker in a slot's cluster folder.
+pub fn retired_in(cluster_dir: &Path) -> PathBuf {
+    cluster_dir.join("retired.json")
 }
 
 /// Whether slot `k` holds a peer that is still a member: it has an identity

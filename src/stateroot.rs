@@ -407,10 +407,10 @@ pub fn create_genesis(
 /// starts on it never becomes ready and exits 0 after about 20 s, forever).
 /// Returns whether the local state changed. `plan` only says so.
 pub fn settle_retired(cfg: &Config, local: &LocalPeer) -> Result<bool, Error> {
-    let Some(slot_dir) = cfg.state_root.as_ref().and(cfg.config_dir.parent()) else {
+    if cfg.state_root.is_none() {
         return Ok(false);
-    };
-    let marker = slot_dir.join("retired.json");
+    }
+    let marker = slot::retired_in(&cfg.config_dir);
     if !marker.exists() {
         return Ok(false);
     }

@@ -963,7 +963,8 @@ fn task_definition_is_register_task_definition_input() {
         c["dependsOn"],
         json!([{"containerName": "ipfs", "condition": "HEALTHY"}])
     );
-    assert_eq!(c["stopTimeout"], 60);
+    // Scale-in retirement (--scale-in-timeout, 90 s) runs before the daemon stops.
+    assert_eq!(c["stopTimeout"], 120);
     let secrets: BTreeMap<&str, &str> = arr(&c["secrets"], "secrets")
         .iter()
         .map(|x| (s(&x["name"], "name"), s(&x["valueFrom"], "valueFrom")))
