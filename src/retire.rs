@@ -102,7 +102,12 @@ pub fn plan(f: &Facts<'_>) -> Plan {
             quorum(n - 1)
         ));
     }
-    let staying: HashSet<&PeerId> = f.voters.iter().filter(|v| v.live && &v.id != f.me).map(|v| &v.id).collect();
+    let staying: HashSet<&PeerId> = f
+        .voters
+        .iter()
+        .filter(|v| v.live && &v.id != f.me)
+        .map(|v| &v.id)
+        .collect();
     let mut wait_for = Vec::new();
     for p in f.pins.iter().filter(|p| p.allocations.contains(f.me)) {
         let need = usize::try_from(p.rmin).unwrap_or(0).max(1);
@@ -463,7 +468,12 @@ async fn retire(ctx: &Ctx, deadline: Instant) -> Result<Option<String>, String> 
         voters_before: voters.len(),
     };
     let marker = crate::slot::retired_file(&ctx.state_root, ctx.slot);
-    info!(scale_in = true, voters = voters.len() - 1, slot = ctx.slot, "left the raft peerset");
+    info!(
+        scale_in = true,
+        voters = voters.len() - 1,
+        slot = ctx.slot,
+        "left the raft peerset"
+    );
     match crate::slot::write_atomic(&marker, &serde_json::to_vec_pretty(&record).unwrap_or_default()) {
         Ok(()) => info!(path = %marker.display(), "slot marked retired"),
         Err(e) => warn!(path = %marker.display(), error = %e, "could not mark the slot retired"),
@@ -558,7 +568,11 @@ async fn wait_replicas(
                     .filter(|(cid, need)| by_cid.get(cid).copied().unwrap_or(0) < *need)
                     .count();
                 if short == 0 {
-                    info!(scale_in = true, pins = wait_for.len(), "the pins this peer held are replicated on the staying peers");
+                    info!(
+                        scale_in = true,
+                        pins = wait_for.len(),
+                        "the pins this peer held are replicated on the staying peers"
+                    );
                     return;
                 }
             }
@@ -621,9 +635,21 @@ mod tests {
         let me = pid(0);
         let v = voters(&[true; 5]);
         assert_eq!(plan(&facts(&me, &v, &[], 3)), Plan::Leave { wait_for: vec![] });
-        stays(plan(&Facts { raft: false, ..facts(&me, &v, &[], 3) }), "crdt");
+        stays(
+            plan(&Facts {
+                raft: false,
+                ..facts(&me, &v, &[], 3)
+            }),
+            "crdt",
+        );
         stays(plan(&facts(&me, &v, &[], 0)), "scaled to 0");
-        stays(plan(&Facts { deployments: 2, ..facts(&me, &v, &[], 3) }), "rolling update");
+        stays(
+            plan(&Facts {
+                deployments: 2,
+                ..facts(&me, &v, &[], 3)
+            }),
+            "rolling update",
+        );
         stays(plan(&facts(&me, &v, &[], 5)), "not a scale-in");
         stays(plan(&facts(&me, &v, &[], 7)), "not a scale-in");
         let other = pid(9);
@@ -646,7 +672,11 @@ mod tests {
                 l.iter_mut().take(live).for_each(|x| *x = true);
                 let v = voters(&l);
                 let leaves = matches!(plan(&facts(&me, &v, &[], 1)), Plan::Leave { .. });
-                assert_eq!(leaves, live > quorum(n - 1), "n={n} live={live}: leaving needs live - 1 >= quorum(n - 1)");
+                assert_eq!(
+                    leaves,
+                    live > quorum(n - 1),
+                    "n={n} live={live}: leaving needs live - 1 >= quorum(n - 1)"
+                );
             }
         }
     }
@@ -667,7 +697,10 @@ mod tests {
         // Pinned on a dead voter (4) or only on me does not count.
         let short = [pin(2, &[0, 1, 4], &[0, 1, 4]), pin(1, &[0], &[0])];
         stays(plan(&facts(&me, &v, &short, 3)), "CLUSTER_DISABLEREPINNING=false");
-        let with_repin = Facts { repinning: true, ..facts(&me, &v, &short, 3) };
+        let with_repin = Facts {
+            repinning: true,
+            ..facts(&me, &v, &short, 3)
+        };
         match plan(&with_repin) {
             Plan::Leave { mut wait_for } => {
                 wait_for.sort();

@@ -195,10 +195,12 @@ fn is_member(root: &Path, k: usize) -> bool {
     cluster_dir(root, k).join("identity.json").exists() && !retired_file(root, k).exists()
 }
 
-/// The slots a claim tries, in order: first those whose peer is a member
-/// (a replacement comes back as a voter, whatever its number: scale-in
-/// retires whichever peers ECS stopped), then the others of `0..count`,
-/// lowest first.
+/// The slots a claim tries, in order: those whose peer is a member, whatever
+/// their number (scale-in retires whichever peers ECS stopped), then, only
+/// while the members are fewer than `count`, the lowest other slots up to
+/// `count` in all. So a replacement waits for its member's slot (a vanished
+/// task's lock lasts until its lease expires) rather than bring a retired
+/// peer back and leave a voter behind.
 pub fn claim_order(root: &Path, count: usize) -> io::Result<Vec<usize>> {
     let mut existing: Vec<usize> = match std::fs::read_dir(slots_dir(root)) {
         Ok(dir) => dir
@@ -209,7 +211,8 @@ pub fn claim_order(root: &Path, count: usize) -> io::Result<Vec<usize>> {
     };
     existing.sort_unstable();
     let members: Vec<usize> = existing.into_iter().filter(|&k| is_member(root, k)).collect();
-    let rest = (0..count).filter(|k| !members.contains(k));
+    let others = count.saturating_sub(members.len());
+    let rest = (0..).filter(|k| !members.contains(k)).take(others);
     Ok(members.iter().copied().chain(rest).collect())
 }
 
@@ -357,14 +360,21 @@ mod tests {
         for k in [1, 2] {
             write_atomic(&retired_file(&r, k), b"{}").unwrap();
         }
-        assert_eq!(claim_order(&r, 3).unwrap(), vec![0, 3, 4, 1, 2]);
+        assert_eq!(claim_order(&r, 3).unwrap(), vec![0, 3, 4]);
         let a = try_claim(&r, 3, &holder("a")).unwrap().unwrap();
         let b = try_claim(&r, 3, &holder("b")).unwrap().unwrap();
-        assert_eq!((a.index, b.index), (0, 3));
-        // A slot that is not a number is no slot.
+        let c = try_claim(&r, 3, &holder("c")).unwrap().unwrap();
+        assert_eq!((a.index, b.index, c.index), (0, 3, 4));
+        // Slot 4's task goes: its replacement waits for slot 4, not a retired slot.
+        let busy = try_claim(&r, 3, &holder("d")).unwrap().unwrap_err();
+        assert_eq!(busy.iter().map(|(k, _)| *k).collect::<Vec<_>>(), vec![0, 3, 4]);
+        // A scale-out to 4 takes the lowest retired slot.
+        assert_eq!(claim_order(&r, 4).unwrap(), vec![0, 3, 4, 1]);
+        assert_eq!(try_claim(&r, 4, &holder("d")).unwrap().unwrap().index, 1);
+        // A slot that is not a number is no slot; members beyond the count are all tried.
         std::fs::create_dir_all(slots_dir(&r).join("tmp")).unwrap();
         assert_eq!(claim_order(&r, 1).unwrap(), vec![0, 3, 4]);
-        drop((a, b));
+        drop((a, b, c));
         std::fs::remove_dir_all(r).unwrap();
     }
 

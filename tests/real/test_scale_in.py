@@ -12,7 +12,8 @@ retired. Throughout, a staying peer's `peers ls` shows a quorum of live
 voters; after, 3 voters and one leader, every pin at its replication minimum
 on the staying peers, every gateway serves every file. A replacement of the
 task in the highest slot then takes that slot back (claims prefer members'
-slots) and starts on its state.
+slots) and starts on its state; a scale-out to 4 then takes a retired slot,
+whose peer joins again as a new voter.
 """
 import json
 import os
