@@ -58,10 +58,12 @@ pub async fn run(cfg: Config) -> Result<i32, Error> {
         && cfg.state_root.is_some()
         && !cfg.scale_in_timeout.is_zero()
         && (cfg.ecs_cluster.is_some() || cfg.metadata_uri.is_some());
+    let reap = cfg.mode == Mode::Run && cfg.reap_after.is_some();
     let needs_aws = matches!(cfg.discovery, Discovery::CloudMap { .. } | Discovery::Ec2 { .. })
         || expect_auto
         || cfg.verify_tasks
-        || scale_in;
+        || scale_in
+        || reap;
     let sdk = match needs_aws {
         true => Some(load_sdk().await),
         false => None,
@@ -111,13 +113,13 @@ pub async fn run(cfg: Config) -> Result<i32, Error> {
             ));
         }
     }
-    let ecs = match (expect_auto || cfg.verify_tasks || scale_in, &sdk) {
+    let ecs = match (expect_auto || cfg.verify_tasks || scale_in || reap, &sdk) {
         (true, Some(sdk)) => {
             let cluster = cfg
                 .ecs_cluster
                 .clone()
                 .or_else(|| task.as_ref().and_then(|t| t.cluster.clone()));
-            if cluster.is_none() && !(expect_auto || cfg.verify_tasks) {
+            if cluster.is_none() && !(expect_auto || cfg.verify_tasks || reap) {
                 info!("scale-in retirement is off: the ECS cluster is unknown (set --ecs-cluster)");
                 None
             } else if cluster.is_none() && cfg.mode == Mode::Health {
@@ -125,7 +127,7 @@ pub async fn run(cfg: Config) -> Result<i32, Error> {
                 None
             } else {
                 let cluster = cluster.ok_or_else(|| {
-                Error::usage("--expect auto and --verify-tasks need the ECS cluster: run in ECS or set --ecs-cluster (BOOTSTRAP_ECS_CLUSTER)")
+                Error::usage("--expect auto, --verify-tasks and --reap-after need the ECS cluster: run in ECS or set --ecs-cluster (BOOTSTRAP_ECS_CLUSTER)")
             })?;
                 Some(Ecs::new(sdk, cluster))
             }
@@ -822,7 +824,25 @@ async fn bootstrap<R: Registry>(
             _ => None,
         };
         let before_stop = retire.as_ref().map(|r| move || crate::retire::on_stop(r));
-        let code = launch::supervise(&argv, &env, before_stop).await;
+        let reaper = match (cfg.reap_after, ecs, local.consensus) {
+            (Some(grace), Some(ecs), Consensus::Raft) => crate::reaper::context(cfg, ecs, &local, grace),
+            (Some(_), _, Consensus::Crdt) => {
+                info!("--reap-after: crdt has no voters to remove (a stopped peer drops out when its ping metric expires)");
+                None
+            }
+            _ => None,
+        };
+        let supervised = launch::supervise(&argv, &env, before_stop);
+        let code = match &reaper {
+            // The reaper never ends on its own; it goes when the daemon does.
+            Some(r) => {
+                tokio::select! {
+                    code = supervised => code,
+                    () = crate::reaper::run(r, registry) => Ok(0),
+                }
+            }
+            None => supervised.await,
+        };
         deregister(registry, &me).await;
         drop(lock);
         return code;

@@ -244,6 +244,13 @@ pub struct Cli {
     #[arg(long, default_value = "90s", value_parser = parse_duration, env = "BOOTSTRAP_SCALE_IN_TIMEOUT")]
     pub scale_in_timeout: Duration,
 
+    /// Without --state-root, under raft and --supervise: remove raft voters
+    /// whose ECS tasks have been STOPPED for this long (one at a time, only
+    /// while a quorum of the voters answers). Needs --discovery cloudmap and
+    /// the ECS API. Off unless set.
+    #[arg(long, value_parser = parse_duration, env = "BOOTSTRAP_REAP_AFTER", value_name = "GRACE")]
+    pub reap_after: Option<Duration>,
+
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "BOOTSTRAP_LOG_FORMAT")]
     pub log_format: LogFormat,

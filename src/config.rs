@@ -142,6 +142,8 @@ pub struct Config {
     pub watchdog_interval: Duration,
     /// Scale-in retirement's budget (0: off).
     pub scale_in_timeout: Duration,
+    /// The reaper's grace (--reap-after); None: off.
+    pub reap_after: Option<Duration>,
     /// The genesis record's hash of CLUSTER_SECRET, when it is set (never the secret).
     pub secret_sha256_env: Option<String>,
     /// --cluster-port as given, and CLUSTER_LISTENMULTIADDRESS: the cluster
@@ -286,6 +288,28 @@ impl Config {
         };
         if cli.mode == Mode::Slot {
             errors.truncate(errors_before_discovery);
+        }
+        if let Some(grace) = cli.reap_after {
+            if grace.is_zero() {
+                errors.push("--reap-after (BOOTSTRAP_REAP_AFTER) must be more than 0".into());
+            }
+            if !matches!(discovery, Discovery::CloudMap { .. }) {
+                errors.push(
+                    "--reap-after works with --discovery cloudmap (its instance IDs are ECS task IDs, which tell                      which voter's task stopped)"
+                        .into(),
+                );
+            }
+            if cli.mode == Mode::Run && !cli.supervise {
+                errors.push(
+                    "--reap-after needs --supervise (BOOTSTRAP_SUPERVISE): the reaper runs beside the daemon".into(),
+                );
+            }
+            if cli.state_root.as_ref().is_some_and(|p| !p.as_os_str().is_empty()) {
+                errors.push(
+                    "--reap-after with --state-root: a stopped task's peer comes back in its slot with the same ID,                      so its voter must not be removed (scale-in retirement handles a smaller service)"
+                        .into(),
+                );
+            }
         }
         if cli.verify_tasks && !matches!(discovery, Discovery::CloudMap { .. }) {
             errors.push("--verify-tasks works with --discovery cloudmap (its instance IDs are ECS task IDs)".into());
@@ -554,6 +578,7 @@ impl Config {
             refound,
             watchdog_interval: cli.watchdog_interval,
             scale_in_timeout: cli.scale_in_timeout,
+            reap_after: cli.reap_after,
             secret_sha256_env,
             cluster_port_flag: cli.cluster_port,
             listen_env,

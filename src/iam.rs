@@ -35,6 +35,10 @@ pub fn actions(cfg: &Config) -> Vec<&'static str> {
     if cfg.verify_tasks {
         a.push("ecs:DescribeTasks");
     }
+    if cfg.reap_after.is_some() {
+        // The reaper: which voters' tasks stopped.
+        a.push("ecs:DescribeTasks");
+    }
     if cfg.state_root.is_some() && cfg.supervise && !cfg.scale_in_timeout.is_zero() {
         // Scale-in retirement: the desired count, and the task's service.
         a.extend(["ecs:DescribeServices", "ecs:DescribeTasks"]);

@@ -26,6 +26,8 @@ pub mod peer;
 pub mod privileges;
 pub mod probe;
 pub mod raftstate;
+pub mod reaper;
+pub mod rest;
 pub mod retire;
 pub mod rounds;
 pub mod selfaddr;

@@ -22,14 +22,7 @@ use tracing::{info, warn};
 use crate::config::Credentials;
 use crate::ecs::Ecs;
 use crate::peer::PeerId;
-
-/// A raft voter as the local daemon's `GET /peers` lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Voter {
-    pub id: PeerId,
-    /// It answered (no `error` in its entry).
-    pub live: bool,
-}
+use crate::rest::{first_chars, quorum, Api, IdEntry, Voter};
 
 /// A pin allocated to this peer, with the peers that report it `pinned`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,11 +56,6 @@ pub enum Plan {
     /// Leave the peerset, then wait until these pins (CID, replicas needed)
     /// have that many `pinned` replicas on the staying voters.
     Leave { wait_for: Vec<(String, usize)> },
-}
-
-/// Votes a raft configuration of `n` voters needs.
-pub fn quorum(n: usize) -> usize {
-    n / 2 + 1
 }
 
 /// The scale-in policy. Ordered guards, first match wins.
@@ -166,14 +154,12 @@ pub fn context(
     local: &crate::local::LocalPeer,
     task: Option<&crate::selfaddr::Task>,
 ) -> Option<Ctx> {
-    let listen = cfg
-        .api_listen_env
-        .clone()
-        .or_else(|| local.api_listen.clone())
-        .unwrap_or_else(|| "/ip4/127.0.0.1/tcp/9094".into());
-    let Some(api) = crate::health::api_addr(&listen) else {
-        warn!(listen = %listen, "scale-in retirement is off: cannot read the REST API address");
-        return None;
+    let api = match crate::rest::local_api(cfg, local) {
+        Ok(a) => a,
+        Err(e) => {
+            warn!("scale-in retirement is off: {e}");
+            return None;
+        }
     };
     let slot = cfg
         .config_dir
@@ -199,80 +185,6 @@ pub fn context(
         repinning: repinning(env.as_deref(), service_json.as_ref()),
         timeout: cfg.scale_in_timeout,
     })
-}
-
-struct Api {
-    http: reqwest::Client,
-    credentials: Option<Credentials>,
-}
-
-impl Api {
-    fn new(credentials: Option<Credentials>) -> Result<Api, String> {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .map_err(|e| e.to_string())?;
-        Ok(Api { http, credentials })
-    }
-
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        addr: SocketAddr,
-        path: &str,
-        timeout: Duration,
-    ) -> Result<(u16, String), String> {
-        let mut req = self
-            .http
-            .request(method, format!("http://{addr}{path}"))
-            .timeout(timeout);
-        if let Some(c) = &self.credentials {
-            req = req.basic_auth(&c.user, Some(c.password.expose()));
-        }
-        let resp = req.send().await.map_err(|e| format!("{path} at {addr}: {e}"))?;
-        let status = resp.status().as_u16();
-        let body = resp.text().await.map_err(|e| format!("{path} at {addr}: {e}"))?;
-        Ok((status, body))
-    }
-
-    async fn get_lines<T: for<'de> Deserialize<'de>>(
-        &self,
-        addr: SocketAddr,
-        path: &str,
-        timeout: Duration,
-    ) -> Result<Vec<T>, String> {
-        let (status, body) = self.call(reqwest::Method::GET, addr, path, timeout).await?;
-        match status {
-            200 => parse_lines(&body).map_err(|e| format!("{path} at {addr}: {e}")),
-            204 => Ok(Vec::new()),
-            s => Err(format!("{path} at {addr}: HTTP {s}: {}", first_chars(&body))),
-        }
-    }
-}
-
-fn first_chars(s: &str) -> String {
-    s.chars().take(200).collect()
-}
-
-/// The REST API's streams: one JSON value per line (or a JSON array).
-pub fn parse_lines<T: for<'de> Deserialize<'de>>(body: &str) -> Result<Vec<T>, String> {
-    let trimmed = body.trim_start();
-    if trimmed.starts_with('[') {
-        return serde_json::from_str(trimmed).map_err(|e| e.to_string());
-    }
-    serde_json::Deserializer::from_str(body)
-        .into_iter::<T>()
-        .collect::<Result<Vec<T>, _>>()
-        .map_err(|e| e.to_string())
-}
-
-#[derive(Deserialize)]
-struct IdEntry {
-    id: String,
-    #[serde(default)]
-    addresses: Option<Vec<String>>,
-    #[serde(default)]
-    error: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -408,15 +320,7 @@ async fn retire(ctx: &Ctx, deadline: Instant) -> Result<Option<String>, String> 
     // Read again under the lock: the desired count may have changed.
     let state = ctx.ecs.service_state(&service).await.map_err(|e| e.to_string())?;
     let entries: Vec<IdEntry> = api.get_lines(ctx.api, "/peers", call_timeout(20)).await?;
-    let voters: Vec<Voter> = entries
-        .iter()
-        .filter_map(|e| {
-            Some(Voter {
-                id: PeerId::parse(&e.id).ok()?,
-                live: e.error.as_deref().unwrap_or("").is_empty(),
-            })
-        })
-        .collect();
+    let voters = crate::rest::voters(&entries);
     let allocated: Vec<PinEntry> = api.get_lines(ctx.api, "/allocations", call_timeout(30)).await?;
     let mine: HashMap<String, PinEntry> = allocated
         .into_iter()
@@ -483,7 +387,7 @@ async fn retire(ctx: &Ctx, deadline: Instant) -> Result<Option<String>, String> 
         // this task's kubo still serves the blocks.
         let others: Vec<SocketAddr> = entries
             .iter()
-            .filter(|e| e.id != ctx.me.as_str() && e.error.as_deref().unwrap_or("").is_empty())
+            .filter(|e| e.id != ctx.me.as_str() && e.live())
             .filter_map(|e| host_of(e.addresses.as_deref().unwrap_or_default()))
             .map(|ip| SocketAddr::new(ip, ctx.api.port()))
             .collect();
@@ -626,11 +530,6 @@ mod tests {
     }
 
     #[test]
-    fn quorum_sizes() {
-        assert_eq!((1..=7).map(quorum).collect::<Vec<_>>(), vec![1, 2, 2, 3, 3, 4, 4]);
-    }
-
-    #[test]
     fn only_a_raft_scale_in_leaves() {
         let me = pid(0);
         let v = voters(&[true; 5]);
@@ -730,11 +629,6 @@ mod tests {
 
     #[test]
     fn api_streams_and_addresses() {
-        let v: Vec<serde_json::Value> = parse_lines("{\"a\":1}\n{\"a\":2}\n").unwrap();
-        assert_eq!(v.len(), 2);
-        let v: Vec<serde_json::Value> = parse_lines("[{\"a\":1}]").unwrap();
-        assert_eq!(v.len(), 1);
-        assert!(parse_lines::<serde_json::Value>("{\"a\":").is_err());
         assert_eq!(cid_text(&serde_json::json!({"/": "bafy"})), "bafy");
         assert_eq!(cid_text(&serde_json::json!("Qm1")), "Qm1");
         let a = vec![
