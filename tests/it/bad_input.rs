@@ -259,6 +259,27 @@ fn cases() -> Vec<Case> {
             names: "--watchdog-interval (BOOTSTRAP_WATCHDOG_INTERVAL) must be more than 0",
         },
         Case {
+            what: "--reap-after without --supervise",
+            change: Args(&["--reap-after", "1m"]),
+            mode: "run",
+            exit: 64,
+            names: "--reap-after needs --supervise (BOOTSTRAP_SUPERVISE)",
+        },
+        Case {
+            what: "--reap-after with static discovery",
+            change: Args(&["--reap-after", "1m", "--supervise"]),
+            mode: "run",
+            exit: 64,
+            names: "--reap-after works with --discovery cloudmap",
+        },
+        Case {
+            what: "--reap-after with --state-root",
+            change: Args(&["--reap-after", "1m", "--supervise", "--state-root", "/nonexistent/state"]),
+            mode: "run",
+            exit: 64,
+            names: "--reap-after with --state-root",
+        },
+        Case {
             what: "unknown flag",
             change: Args(&["--no-such-flag"]),
             mode: "run",
