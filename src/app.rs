@@ -533,10 +533,20 @@ async fn bootstrap<R: Registry>(
     };
     stateroot::check_before_init(cfg, current.as_ref())?;
     let mut local = prepare_local(cfg, read_only)?;
-    if stateroot::settle_retired(cfg, &local)? {
+    let retired = stateroot::settle_retired(cfg, &local)?;
+    if retired == Some(true) {
         local = prepare_local(cfg, read_only)?;
     }
     let (mut genesis, supersedes) = stateroot::read_genesis(cfg, current, &local)?;
+    // A peer that left at a scale-in only joins: it founds nothing, even if
+    // the record names it.
+    let founded = |g: &crate::genesis::Genesis| {
+        let mut f = stateroot::founded(g);
+        if retired.is_some() {
+            f.founders.retain(|p| *p != local.peer_id);
+        }
+        f
+    };
     let SelfAddr {
         ip,
         task,
@@ -601,7 +611,7 @@ async fn bootstrap<R: Registry>(
             view_since_ms: 0,
             peers: probed.observed,
             unidentified: probed.unidentified,
-            genesis: genesis.as_ref().map(stateroot::founded),
+            genesis: genesis.as_ref().map(founded),
         };
         let decision = decide(&facts);
         let argv = apply::daemon_argv(&cfg.daemon_bin, &decision.action, &cfg.daemon_args);
@@ -617,7 +627,7 @@ async fn bootstrap<R: Registry>(
     }
 
     let mut rounds = Rounds::new(me_facts, &me, expect, cfg.settle, cfg.timeout, fastrand::Rng::new());
-    rounds.set_genesis(genesis.as_ref().map(stateroot::founded));
+    rounds.set_genesis(genesis.as_ref().map(founded));
     let mut warned: HashSet<String> = HashSet::new();
     let mut last_reason = String::new();
     let since_start = || started.elapsed().as_millis() as u64;
@@ -628,7 +638,7 @@ async fn bootstrap<R: Registry>(
             if let (Some(root), None) = (&cfg.state_root, &genesis) {
                 match stateroot::new_genesis(cfg, root, &local, supersedes.as_deref()) {
                     Ok(Some(g)) => {
-                        rounds.set_genesis(Some(stateroot::founded(&g)));
+                        rounds.set_genesis(Some(founded(&g)));
                         genesis = Some(g);
                     }
                     Ok(None) => {}
@@ -714,7 +724,7 @@ async fn bootstrap<R: Registry>(
                 match created {
                     Ok(None) => break 'decided (facts, decision),
                     Ok(Some(g)) => {
-                        rounds.set_genesis(Some(stateroot::founded(&g)));
+                        rounds.set_genesis(Some(founded(&g)));
                         genesis = Some(g);
                     }
                     Err(e) => {

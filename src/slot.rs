@@ -190,9 +190,19 @@ pub fn retired_in(cluster_dir: &Path) -> PathBuf {
 }
 
 /// Whether slot `k` holds a peer that is still a member: it has an identity
-/// and was not retired.
+/// and was not retired, or it rejoined since (its marker says `rejoining`
+/// and it has raft state again, which only the join gave it).
 fn is_member(root: &Path, k: usize) -> bool {
-    cluster_dir(root, k).join("identity.json").exists() && !retired_file(root, k).exists()
+    let cluster = cluster_dir(root, k);
+    if !cluster.join("identity.json").exists() {
+        return false;
+    }
+    let Ok(marker) = std::fs::read(retired_file(root, k)) else {
+        return true;
+    };
+    let rejoining =
+        serde_json::from_slice::<serde_json::Value>(&marker).is_ok_and(|v| v["rejoining"].as_bool() == Some(true));
+    rejoining && crate::raftstate::has_raft_state(&cluster.join("raft")).unwrap_or(false)
 }
 
 /// The slots a claim tries, in order: those whose peer is a member, whatever

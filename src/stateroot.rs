@@ -401,35 +401,56 @@ pub fn create_genesis(
 }
 
 /// A slot whose peer left the peerset at a scale-in (`retired.json`) is taken
-/// again: its peer joins as a new member. The daemon moves its raft folder
+/// again: its peer joins as a new member, and founds nothing (`app` takes it
+/// out of the genesis record's founders). The daemon moves its raft folder
 /// away when it is removed while running; if it was stopped first, the old
 /// raft state is moved away here, as the daemon would (a removed peer that
-/// starts on it never becomes ready and exits 0 after about 20 s, forever).
-/// Returns whether the local state changed. `plan` only says so.
-pub fn settle_retired(cfg: &Config, local: &LocalPeer) -> Result<bool, Error> {
+/// starts on it never becomes ready and exits 0 after about 20 s, forever),
+/// and the marker says `rejoining`. Raft state found with `rejoining` came
+/// from the join: the peer is a member again and the marker goes.
+/// Returns None for a member, else whether the local state changed. `plan`
+/// only says what `run` would do.
+pub fn settle_retired(cfg: &Config, local: &LocalPeer) -> Result<Option<bool>, Error> {
     if cfg.state_root.is_none() {
-        return Ok(false);
+        return Ok(None);
     }
     let marker = slot::retired_in(&cfg.config_dir);
-    if !marker.exists() {
-        return Ok(false);
+    let Ok(bytes) = std::fs::read(&marker) else {
+        return Ok(None);
+    };
+    let mut record: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| serde_json::json!({}));
+    let rejoining = record["rejoining"].as_bool().unwrap_or(false);
+    let has_state = local.consensus == Consensus::Raft && local.has_state;
+    match (has_state, rejoining) {
+        (true, true) => {
+            if !cfg.read_only() {
+                std::fs::remove_file(&marker).map_err(io_err(&marker))?;
+            }
+            info!(peer_id = %local.peer_id, "this slot's peer rejoined after a scale-in: a member again");
+            Ok(None)
+        }
+        _ if cfg.read_only() => {
+            info!(marker = %marker.display(), stale_raft_state = has_state, "this slot's peer left the peerset at a scale-in: `run` would start it as a new member");
+            Ok(Some(false))
+        }
+        (moved, _) => {
+            if moved {
+                let secs = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                let mut aside = local.state_dir.clone().into_os_string();
+                aside.push(format!(".retired-{secs}"));
+                std::fs::rename(&local.state_dir, &aside).map_err(io_err(&local.state_dir))?;
+                warn!(from = %local.state_dir.display(), to = %Path::new(&aside).display(), "this slot's peer left the raft peerset at a scale-in: its stale raft state moved away");
+            }
+            if !rejoining {
+                record["rejoining"] = serde_json::Value::Bool(true);
+                slot::write_atomic(&marker, &serde_json::to_vec_pretty(&record).unwrap_or_default())
+                    .map_err(io_err(&marker))?;
+            }
+            info!(peer_id = %local.peer_id, "this slot's peer left the peerset at a scale-in: it joins as a new member");
+            Ok(Some(moved))
+        }
     }
-    let moved = local.consensus == Consensus::Raft && local.has_state;
-    if cfg.read_only() {
-        info!(marker = %marker.display(), raft_state_moved_away = moved, "this slot's peer left the peerset at a scale-in: `run` would start it as a new member");
-        return Ok(false);
-    }
-    if moved {
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let mut aside = local.state_dir.clone().into_os_string();
-        aside.push(format!(".retired-{secs}"));
-        std::fs::rename(&local.state_dir, &aside).map_err(io_err(&local.state_dir))?;
-        warn!(from = %local.state_dir.display(), to = %Path::new(&aside).display(), "this slot's peer left the raft peerset at a scale-in: its stale raft state moved away");
-    }
-    std::fs::remove_file(&marker).map_err(io_err(&marker))?;
-    info!(peer_id = %local.peer_id, "this slot's peer left the peerset at a scale-in: it joins as a new member");
-    Ok(moved)
 }

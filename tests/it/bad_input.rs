@@ -274,7 +274,13 @@ fn cases() -> Vec<Case> {
         },
         Case {
             what: "--reap-after with --state-root",
-            change: Args(&["--reap-after", "1m", "--supervise", "--state-root", "/nonexistent/state"]),
+            change: Args(&[
+                "--reap-after",
+                "1m",
+                "--supervise",
+                "--state-root",
+                "/nonexistent/state",
+            ]),
             mode: "run",
             exit: 64,
             names: "--reap-after with --state-root",

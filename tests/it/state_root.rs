@@ -439,3 +439,55 @@ fn a_record_that_appears_while_waiting_is_decided_with() {
     assert!(log.contains("a genesis record appeared while deciding"), "{log}");
     assert!(log.lines().last().unwrap().contains(founder.as_str()), "{log}");
 }
+
+/// A slot whose peer left the raft peerset at a scale-in but was stopped
+/// before its daemon cleaned its raft folder: the next run moves that stale
+/// state away (starting on it would never become ready), marks the slot
+/// `rejoining`, and founds nothing although the genesis record names it:
+/// with no live peer to join it waits, and exits 76.
+#[test]
+fn a_retired_slots_stale_raft_state_is_moved_away_and_it_never_founds() {
+    if !crate::support::testbed_ready() {
+        return;
+    }
+    let tmp = TempDir::new("retired");
+    let state = tmp.0.join("state");
+    fs::create_dir_all(&state).unwrap();
+    let mut net = Net::new();
+    let mut a = SlotPeer::new(&tmp.0, &state, "a", &mut net, 3);
+    let setup = a.setup(&state, "raft");
+    a.peer.start(&setup);
+    a.wait_daemon_runs(&state, 1, Duration::from_secs(20));
+    a.peer.stop();
+    let cluster = a.slot_dir(&state).join("cluster");
+    let record: Value = serde_json::from_str(&fs::read_to_string(state.join("genesis.json")).unwrap()).unwrap();
+    let me: Value = serde_json::from_str(&fs::read_to_string(cluster.join("identity.json")).unwrap()).unwrap();
+    assert_eq!(record["founders"], serde_json::json!([me["id"]]));
+    // Removed at a scale-in, stopped before the daemon moved its raft folder.
+    fs::create_dir_all(cluster.join("raft")).unwrap();
+    fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/raft/has-log/raft.db"),
+        cluster.join("raft/raft.db"),
+    )
+    .unwrap();
+    fs::write(
+        cluster.join("retired.json"),
+        r#"{"peer":"x","at":"2026-11-30T00:00:00Z"}"#,
+    )
+    .unwrap();
+
+    a.peer.start(&setup);
+    assert_eq!(a.peer.wait(Duration::from_secs(20)), 76, "{}", a.peer.stderr());
+    assert_eq!(a.daemon_runs(&state), 1, "no daemon started");
+    assert!(!cluster.join("raft").exists(), "the stale raft folder moved away");
+    let aside: Vec<String> = fs::read_dir(&cluster)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("raft.retired-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert!(cluster.join(&aside[0]).join("raft.db").exists());
+    let marker: Value = serde_json::from_str(&fs::read_to_string(cluster.join("retired.json")).unwrap()).unwrap();
+    assert_eq!(marker["rejoining"], true);
+    assert!(a.peer.stderr().contains("its stale raft state moved away"));
+}

@@ -155,16 +155,33 @@ def test_scale_in_5_to_3_under_raft_keeps_quorum_and_pins(bed):
     log("the task in slot %d was replaced into the same slot: %s" % (top.slot, d["action"]))
 
     # Scale-out 3 -> 4: the new task takes the lowest retired slot; its peer (that slot's old ID,
-    # raft state moved away when it was removed) joins as a new voter, and the marker goes.
+    # raft state moved away when it was removed) joins as a new voter (the marker says `rejoining`
+    # until a start finds the raft state the join gave it).
     bed.moto.ecs.update_service(cluster=svc.CLUSTER, service=svc.SERVICE, desiredCount=DESIRED + 1)
     out = bed.task(N + 2)
     svc.start(out)
     assert out.slot == 1, out.slot
     d = wait_decision(out)
     assert d["action"].startswith("join"), d
-    assert not os.path.exists(os.path.join(root, "slots", "1", "cluster", "retired.json"))
+    marker = json.load(open(os.path.join(root, "slots", "1", "cluster", "retired.json")))
+    assert marker["rejoining"] is True, marker
     assert bed.peer_id(out) in stopped_ids, "slot 1 keeps its identity"
     staying.append(out)
     assert bed.wait_one_cluster(staying, timeout=120) == sorted(staying_ids + [bed.peer_id(out)])
     log("scale-out 3 -> 4: %s took retired slot 1 and joined (%s)" % (out.name, d["reason"]))
+
+    # Its task replaced: slot 1 is a member's again (raft state from the join), so the replacement
+    # takes it and starts on that state, and the marker goes.
+    os.kill(out.cluster.pid, signal.SIGTERM)
+    out.cluster.wait(stop_timeout)
+    stop(out.kubo)
+    again = bed.task(N + 3)
+    svc.start(again)
+    assert again.slot == 1, again.slot
+    d = wait_decision(again)
+    assert d["action"].startswith("start"), d
+    staying = [t for t in staying if t is not out] + [again]
+    assert bed.wait_one_cluster(staying, timeout=120) == sorted(staying_ids + [bed.peer_id(again)])
+    assert not os.path.exists(os.path.join(root, "slots", "1", "cluster", "retired.json"))
+    log("%s replaced %s in slot 1 and started on its state: %s" % (again.name, out.name, d["reason"]))
     svc.close()
