@@ -197,18 +197,7 @@ pub async fn run<R: Registry>(ctx: &Ctx, registry: &R) {
 mod tests {
     use super::*;
 
-    fn pid(n: u8) -> PeerId {
-        let mut bytes = vec![0x00, 0x24, 0x08, 0x01, 0x12, 0x20];
-        bytes.extend([n; 32]);
-        PeerId::parse(&bs58::encode(bytes).into_string()).unwrap()
-    }
-
-    fn voters(live: &[bool]) -> Vec<Voter> {
-        live.iter()
-            .enumerate()
-            .map(|(i, &live)| Voter { id: pid(i as u8), live })
-            .collect()
-    }
+    use crate::rest::testing::{pid, voters};
 
     const G: Duration = Duration::from_secs(60);
 

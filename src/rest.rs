@@ -130,6 +130,27 @@ pub fn voters(entries: &[IdEntry]) -> Vec<Voter> {
         .collect()
 }
 
+/// Voters and peer IDs for the policies' tests.
+#[cfg(test)]
+pub mod testing {
+    use super::*;
+
+    /// An Ed25519 peer ID (identity multihash) whose key bytes are all `n`.
+    pub fn pid(n: u8) -> PeerId {
+        let mut bytes = vec![0x00, 0x24, 0x08, 0x01, 0x12, 0x20];
+        bytes.extend([n; 32]);
+        PeerId::parse(&bs58::encode(bytes).into_string()).unwrap()
+    }
+
+    /// Voters 0, 1, … with these live flags.
+    pub fn voters(live: &[bool]) -> Vec<Voter> {
+        live.iter()
+            .enumerate()
+            .map(|(i, &live)| Voter { id: pid(i as u8), live })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -496,19 +496,7 @@ async fn wait_replicas(
 mod tests {
     use super::*;
 
-    /// An Ed25519 peer ID (identity multihash) whose key bytes are all `n`.
-    fn pid(n: u8) -> PeerId {
-        let mut bytes = vec![0x00, 0x24, 0x08, 0x01, 0x12, 0x20];
-        bytes.extend([n; 32]);
-        PeerId::parse(&bs58::encode(bytes).into_string()).unwrap()
-    }
-
-    fn voters(live: &[bool]) -> Vec<Voter> {
-        live.iter()
-            .enumerate()
-            .map(|(i, &live)| Voter { id: pid(i as u8), live })
-            .collect()
-    }
+    use crate::rest::testing::{pid, voters};
 
     fn facts<'a>(me: &'a PeerId, v: &'a [Voter], pins: &'a [PinFacts], desired: usize) -> Facts<'a> {
         Facts {
