@@ -101,6 +101,8 @@ pub fn interval(grace: Duration) -> Duration {
 }
 
 /// Runs while the daemon does (the caller drops it when the daemon exits).
+/// Each round: one registry listing (Cloud Map DiscoverInstances), the local
+/// `GET /peers`, and DescribeTasks only when a voter is down.
 pub async fn run<R: Registry>(ctx: &Ctx, registry: &R) {
     let api = match Api::new(ctx.credentials.clone()) {
         Ok(a) => a,
@@ -119,7 +121,8 @@ pub async fn run<R: Registry>(ctx: &Ctx, registry: &R) {
     loop {
         let jitter = Duration::from_millis(fastrand::u64(0..=every.as_millis() as u64 / 5));
         tokio::time::sleep(every + jitter).await;
-        match registry.discover().await {
+        // Unchecked: ECS is asked only about the tasks of voters that are down.
+        match registry.discover_unchecked().await {
             Ok(found) => {
                 for c in found.registrations {
                     if let Some(p) = c.peer_id {

@@ -260,12 +260,16 @@ pub fn repinning(env: Option<&str>, service_json: Option<&serde_json::Value>) ->
 /// happens, the caller then forwards the signal to the daemon.
 pub async fn on_stop(ctx: &Ctx) {
     let deadline = Instant::now() + ctx.timeout;
-    match retire(ctx, deadline).await {
-        Ok(Some(why)) => info!(scale_in = false, "stopping without leaving the peerset: {why}"),
-        Ok(None) => {}
-        Err(e) => warn!(
+    match tokio::time::timeout(ctx.timeout, retire(ctx, deadline)).await {
+        Ok(Ok(Some(why))) => info!(scale_in = false, "stopping without leaving the peerset: {why}"),
+        Ok(Ok(None)) => {}
+        Ok(Err(e)) => warn!(
             scale_in = false,
             "stopping without leaving the peerset: {e} (the peer stays a voter, as after a restart)"
+        ),
+        Err(_) => warn!(
+            timeout = %humantime::format_duration(ctx.timeout),
+            "--scale-in-timeout ran out: stopping now (if the peer had already left, its slot was not marked retired)"
         ),
     }
 }

@@ -116,6 +116,11 @@ pub trait Registry {
         Ok(())
     }
     async fn discover(&self) -> Result<Discovered, DiscoveryError>;
+    /// The registrations as the backend lists them, unchecked against ECS
+    /// (the reaper only learns which task each peer ID runs in).
+    async fn discover_unchecked(&self) -> Result<Discovered, DiscoveryError> {
+        self.discover().await
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
