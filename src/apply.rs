@@ -55,13 +55,32 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<bool, Error> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp: PathBuf = dir.join(format!(".{name}.bootstrap-{}.tmp", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = fs::OpenOptions::new()
+    // A random part as well as the PID: a kill can leave a temp file behind,
+    // and container PIDs repeat (the next start has the same PID 1 or 7).
+    let mut tmp = PathBuf::new();
+    let mut opened = None;
+    for _ in 0..4 {
+        tmp = dir.join(format!(
+            ".{name}.bootstrap-{}-{:016x}.tmp",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        match fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(mode)
-            .open(&tmp)?;
+            .open(&tmp)
+        {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            other => {
+                opened = Some(other);
+                break;
+            }
+        }
+    }
+    let opened = opened.unwrap_or_else(|| Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists)));
+    let result = (|| -> std::io::Result<()> {
+        let mut f = opened?;
         f.write_all(contents)?;
         f.set_permissions(fs::Permissions::from_mode(mode))?;
         if unsafe { libc::geteuid() } == 0 {
@@ -166,6 +185,19 @@ mod tests {
         assert_eq!(fs::read(&p).unwrap(), b"b\n");
         assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o640);
         assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1, "no temp file left");
+    }
+
+    #[test]
+    fn a_temp_file_left_by_a_killed_run_with_the_same_pid_is_no_obstacle() {
+        let d = Dir::new();
+        let p = d.path().join("peerstore");
+        // What the old naming left when a run was killed between create and rename.
+        let old = d
+            .path()
+            .join(format!(".peerstore.bootstrap-{}.tmp", std::process::id()));
+        fs::write(&old, b"half").unwrap();
+        assert!(write_atomic(&p, b"a\n").unwrap());
+        assert_eq!(fs::read(&p).unwrap(), b"a\n");
     }
 
     #[test]
