@@ -50,8 +50,16 @@ pub enum LogFormat {
     Json,
 }
 
+/// The longest duration any option takes: longer ones are typos, and adding
+/// them to the clock would overflow it.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 10s, 5m)"))
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 10s, 5m)"))?;
+    if d > MAX_DURATION {
+        return Err("longer than a year (366d): surely a typo".into());
+    }
+    Ok(d)
 }
 
 #[derive(Debug, Clone, Parser)]

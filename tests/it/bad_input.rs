@@ -286,6 +286,13 @@ fn cases() -> Vec<Case> {
             names: "--reap-after with --state-root",
         },
         Case {
+            what: "absurd --timeout",
+            change: Args(&["--timeout", "500000000000y"]),
+            mode: "run",
+            exit: 64,
+            names: "--timeout",
+        },
+        Case {
             what: "unknown flag",
             change: Args(&["--no-such-flag"]),
             mode: "run",
