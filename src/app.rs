@@ -46,7 +46,7 @@ pub async fn run(cfg: Config) -> Result<i32, Error> {
     let mut cfg = cfg;
     // With a state root the config folder is the slot's, known further down.
     if cfg.state_root.is_none() {
-        privileges::drop_root(cfg.run_as, &cfg.config_dir)?;
+        privileges::drop_root(cfg.run_as, (cfg.mode == Mode::Run).then_some(cfg.config_dir.as_path()))?;
     }
     // --expect matters to run and plan only: `health` and `discover` work with
     // the environment the task definition gives `run` (BOOTSTRAP_EXPECT=auto).
@@ -147,7 +147,7 @@ pub async fn run(cfg: Config) -> Result<i32, Error> {
             crate::watchdog::spawn(l, cfg.watchdog_interval)?;
         }
         cfg.use_config_dir(crate::slot::cluster_dir(&root, k))?;
-        privileges::drop_root(cfg.run_as, &cfg.config_dir)?;
+        privileges::drop_root(cfg.run_as, (cfg.mode == Mode::Run).then_some(cfg.config_dir.as_path()))?;
         lock = held;
         // One --timeout for the whole run: waiting for the slot counts.
         cfg.timeout = cfg.timeout.saturating_sub(run_started.elapsed());

@@ -8,8 +8,10 @@ use std::path::Path;
 
 use crate::exit::Error;
 
-/// Becomes `uid:gid` if running as root; a no-op otherwise.
-pub fn drop_root(run_as: Option<(u32, u32)>, config_dir: &Path) -> Result<(), Error> {
+/// Becomes `uid:gid` if running as root; a no-op otherwise. `config_dir`
+/// (given by `run` only: the other modes write nothing) is created and made
+/// that user's first.
+pub fn drop_root(run_as: Option<(u32, u32)>, config_dir: Option<&Path>) -> Result<(), Error> {
     let Some((uid, gid)) = run_as else {
         if unsafe { libc::geteuid() } == 0 {
             tracing::warn!("running as root with --run-as none: the daemon will run as root");
@@ -19,16 +21,18 @@ pub fn drop_root(run_as: Option<(u32, u32)>, config_dir: &Path) -> Result<(), Er
     if unsafe { libc::geteuid() } != 0 || uid == 0 {
         return Ok(());
     }
-    let werr = |source| Error::Write {
-        path: config_dir.to_owned(),
-        source,
-    };
-    std::fs::create_dir_all(config_dir).map_err(werr)?;
-    // Like the official entrypoint: fix ownership only when the folder is not
-    // the user's yet (health checks run this every 30 s; a datastore is large).
-    let top = std::fs::metadata(config_dir).map_err(werr)?;
-    if top.uid() != uid || top.gid() != gid {
-        chown_tree(config_dir, uid, gid).map_err(werr)?;
+    if let Some(config_dir) = config_dir {
+        let werr = |source| Error::Write {
+            path: config_dir.to_owned(),
+            source,
+        };
+        std::fs::create_dir_all(config_dir).map_err(werr)?;
+        // Like the official entrypoint: fix ownership only when the folder is
+        // not the user's yet (a datastore is large).
+        let top = std::fs::metadata(config_dir).map_err(werr)?;
+        if top.uid() != uid || top.gid() != gid {
+            chown_tree(config_dir, uid, gid).map_err(werr)?;
+        }
     }
     // Supplementary groups first, then the group, then the user.
     let ok = unsafe { libc::setgroups(0, std::ptr::null()) == 0 && libc::setgid(gid) == 0 && libc::setuid(uid) == 0 };

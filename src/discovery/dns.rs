@@ -35,8 +35,9 @@ pub fn resolver(server: Option<SocketAddr>) -> Result<TokioResolver, String> {
     }
 }
 
-/// Resolves a name to its addresses, sorted. A name that does not exist, or
-/// has no address records, is an empty answer; a failed lookup is an error.
+/// Resolves a name to its addresses, sorted. A name with no address records
+/// is an empty answer. A name that does not exist (NXDOMAIN: a typo, or the
+/// wrong network) is an error, as a failed lookup is: neither says "no peers".
 pub async fn lookup(resolver: &TokioResolver, name: &str) -> Result<Vec<IpAddr>, DiscoveryError> {
     match resolver.lookup_ip(name).await {
         Ok(found) => {
@@ -45,7 +46,13 @@ pub async fn lookup(resolver: &TokioResolver, name: &str) -> Result<Vec<IpAddr>,
             ips.dedup();
             Ok(ips)
         }
-        Err(e) if e.is_no_records_found() || e.is_nx_domain() => Ok(vec![]),
+        Err(e) if e.is_nx_domain() => Err(DiscoveryError {
+            backend: "dns",
+            action: "DNS lookup",
+            kind: ErrorKind::NotFound,
+            detail: format!("{name} does not exist (NXDOMAIN): check --dns-name and the network's name server"),
+        }),
+        Err(e) if e.is_no_records_found() => Ok(vec![]),
         Err(e) => Err(DiscoveryError {
             backend: "dns",
             action: "DNS lookup",

@@ -266,6 +266,40 @@ async fn root_drops_to_the_daemon_user() {
     }
 }
 
+/// `plan`, `discover` and `health` started as root drop to the daemon user
+/// too, but write nothing: no config folder is created or chowned.
+#[test]
+fn read_only_modes_started_as_root_create_and_chown_nothing() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: needs root");
+        return;
+    }
+    let tmp = TempDir::new("run-as-ro");
+    let missing = tmp.0.join("no-config-yet");
+    let owned = tmp.0.join("roots-config");
+    std::fs::create_dir_all(&owned).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    for (mode, dir) in [
+        ("plan", &missing),
+        ("discover", &missing),
+        ("health", &missing),
+        ("plan", &owned),
+    ] {
+        let out = std::process::Command::new(crate::support::bin())
+            .args([mode, "--discovery", "static", "--peers", "127.0.0.1", "--expect", "1"])
+            .args(["--advertise-ip", "127.0.0.1", "--loopback-only", "--run-as", "1000:100"])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("IPFS_CLUSTER_PATH", dir)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!missing.exists(), "{mode} created the config folder: {err}");
+        let m = std::fs::metadata(&owned).unwrap();
+        assert_eq!((m.uid(), m.gid()), (0, 0), "{mode} chowned the config folder: {err}");
+    }
+}
+
 /// `health`: healthy in the cluster; unhealthy when the API is down, answers
 /// as another peer, or the peer is in a stray cluster of its own.
 #[tokio::test]
@@ -322,4 +356,36 @@ async fn health_checks_identity_and_membership() {
     let (code, err) = health(&peers[2], &setup, &[]);
     assert_eq!(code, 1);
     assert!(err.contains("does not answer"), "{err}");
+}
+
+/// A DNS name that does not exist (NXDOMAIN) is an error that names it, with
+/// the configuration exit code: never an empty list of peers.
+#[test]
+fn a_dns_name_that_does_not_exist_is_an_error_not_no_peers() {
+    let dnsd = crate::support::dnsd::Dnsd::start("peers.test", &["127.0.0.1".parse().unwrap()]);
+    let tmp = TempDir::new("nxdomain");
+    let discover = |name: &str| {
+        std::process::Command::new(crate::support::bin())
+            .args([
+                "discover",
+                "--discovery",
+                "dns",
+                "--dns-name",
+                name,
+                "--dns-server",
+                &dnsd.server(),
+            ])
+            .args(["--loopback-only", "--probe-timeout", "200ms"])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("IPFS_CLUSTER_PATH", tmp.0.join("cfg"))
+            .output()
+            .unwrap()
+    };
+    let out = discover("nope.test");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("nope.test does not exist (NXDOMAIN)"), "{err}");
+    let out = discover("peers.test");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }
