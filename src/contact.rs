@@ -7,7 +7,7 @@ use std::io;
 use std::net::SocketAddr;
 
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -70,7 +70,10 @@ impl Greeting {
 pub struct ContactPoint {
     greeting: Arc<Mutex<Vec<u8>>>,
     stop: Arc<AtomicBool>,
-    addr: SocketAddr,
+    /// Where it listens (port 0 resolved).
+    pub addr: SocketAddr,
+    /// The listening socket's descriptor, to wake the thread's `accept`.
+    fd: std::os::fd::RawFd,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -78,6 +81,7 @@ impl ContactPoint {
     pub async fn start(addr: SocketAddr, greeting: Greeting) -> io::Result<ContactPoint> {
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
         let line = Arc::new(Mutex::new(greeting.line()));
         let stop = Arc::new(AtomicBool::new(false));
         let (l, st) = (line.clone(), stop.clone());
@@ -99,6 +103,7 @@ impl ContactPoint {
             greeting: line,
             stop,
             addr,
+            fd,
             thread: Some(thread),
         })
     }
@@ -113,13 +118,13 @@ impl ContactPoint {
 impl Drop for ContactPoint {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        // Wake the blocking accept so the thread sees the flag and the port closes.
-        let wake = match self.addr.ip() {
-            ip if ip.is_unspecified() && ip.is_ipv4() => SocketAddr::from(([127, 0, 0, 1], self.addr.port())),
-            ip if ip.is_unspecified() => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, self.addr.port())),
-            _ => self.addr,
-        };
-        let _ = TcpStream::connect_timeout(&wake, Duration::from_millis(200));
+        // Wake the blocking accept so the thread sees the flag and the port
+        // closes: shutdown() on a listening socket makes Linux's accept return
+        // at once (EINVAL), where a connection to wake it could fail or hang.
+        // The thread still owns the socket, so the descriptor is open here.
+        unsafe {
+            libc::shutdown(self.fd, libc::SHUT_RDWR);
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -129,6 +134,7 @@ impl Drop for ContactPoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::TcpStream;
 
     #[tokio::test]
     async fn answers_while_the_runtime_is_blocked_and_closes_on_drop() {
