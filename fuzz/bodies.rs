@@ -64,13 +64,29 @@ pub fn greeting(data: &[u8]) {
     }
 }
 
-/// A scratch folder per process and thread, emptied per input.
-fn scratch() -> PathBuf {
+/// A scratch folder per process and thread, made empty per input and
+/// removed after it.
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch() -> Scratch {
     let thread = format!("{:?}", std::thread::current().id()).replace(|c: char| !c.is_ascii_digit(), "");
     let d = std::env::temp_dir().join(format!("icb-fuzz-{}-{thread}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    Scratch(d)
 }
 
 /// service.json and identity.json as read at start (split at the first 0xff).
@@ -125,7 +141,7 @@ pub fn service_json_edit(data: &[u8]) {
             "a failed edit leaves the file as it was"
         ),
     }
-    let leftovers: Vec<_> = std::fs::read_dir(&d)
+    let leftovers: Vec<_> = std::fs::read_dir(&*d)
         .unwrap()
         .flatten()
         .map(|e| e.file_name())
