@@ -447,6 +447,17 @@ impl Stop {
             int: signal(SignalKind::interrupt()).ok(),
         }
     }
+    /// Some(signal) when one has arrived and not been seen yet; never waits.
+    fn pending(&mut self) -> Option<i32> {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        for (s, sig) in [(&mut self.term, libc::SIGTERM), (&mut self.int, libc::SIGINT)] {
+            if s.as_mut().is_some_and(|s| s.poll_recv(&mut cx).is_ready()) {
+                return Some(sig);
+            }
+        }
+        None
+    }
+
     /// Sleeps; Some(signal) when one arrived first.
     async fn sleep(&mut self, d: Duration) -> Option<i32> {
         async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
@@ -825,6 +836,12 @@ async fn bootstrap<R: Registry>(
             source,
         })?;
     }
+    // A stop that came while the files were written: the task is going, so
+    // no daemon starts (its signal would otherwise be lost with our handler).
+    if let Some(sig) = stop.pending() {
+        deregister(registry, &me).await;
+        return Err(interrupted(sig));
+    }
     if cfg.supervise {
         info!(argv = ?argv, "starting the daemon (supervised)");
         let retire = match (&cfg.state_root, ecs, local.consensus) {
@@ -842,7 +859,8 @@ async fn bootstrap<R: Registry>(
             }
             _ => None,
         };
-        let supervised = launch::supervise(&argv, &env, before_stop);
+        // Our signal streams go with it: none is lost between here and there.
+        let supervised = launch::supervise(&argv, &env, before_stop, (stop.term.take(), stop.int.take()));
         let code = match &reaper {
             // The reaper never ends on its own; it goes when the daemon does.
             Some(r) => {
@@ -936,5 +954,29 @@ async fn deregister<R: Registry>(registry: &R, me: &Registration) {
         Ok(Ok(())) => info!(instance_id = %me.instance_id, "deregistered"),
         Ok(Err(e)) => warn!(error = %e, "could not deregister"),
         Err(_) => warn!("deregistering timed out"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A signal that arrives while the sidecar is busy (writing files after
+    /// its decision) is still seen before the daemon is launched.
+    #[tokio::test]
+    async fn a_signal_that_came_while_busy_is_seen_before_launching() {
+        let mut stop = super::Stop::new();
+        assert_eq!(stop.pending(), None);
+        unsafe {
+            libc::raise(libc::SIGINT);
+        }
+        let mut seen = None;
+        for _ in 0..100 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            seen = stop.pending();
+            if seen.is_some() {
+                break;
+            }
+        }
+        assert_eq!(seen, Some(libc::SIGINT));
+        assert_eq!(stop.pending(), None, "seen once");
     }
 }

@@ -6,6 +6,8 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use tokio::signal::unix::Signal;
+
 use crate::exit::Error;
 use crate::peer::Consensus;
 
@@ -65,7 +67,12 @@ pub fn exec(argv: &[OsString], env: &Env) -> Error {
 /// and returns its exit code (128 + signal when a signal ended it). On the
 /// first SIGTERM, `before_stop` runs before the signal is forwarded (the
 /// scale-in retirement); a second SIGTERM cuts it short.
-pub async fn supervise<F, Fut>(argv: &[OsString], env: &Env, before_stop: Option<F>) -> Result<i32, Error>
+pub async fn supervise<F, Fut>(
+    argv: &[OsString],
+    env: &Env,
+    before_stop: Option<F>,
+    (term, int): (Option<Signal>, Option<Signal>),
+) -> Result<i32, Error>
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ()>,
@@ -90,8 +97,10 @@ where
         detail: e.to_string(),
     })?;
     let pid = child.id().map(|p| p as libc::pid_t);
-    let mut term = signal(SignalKind::terminate()).ok();
-    let mut int = signal(SignalKind::interrupt()).ok();
+    // The caller's SIGTERM and SIGINT streams (a signal that came before the
+    // spawn is seen here), else new ones.
+    let mut term = term.or_else(|| signal(SignalKind::terminate()).ok());
+    let mut int = int.or_else(|| signal(SignalKind::interrupt()).ok());
     let mut hup = signal(SignalKind::hangup()).ok();
     async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
         match s {
