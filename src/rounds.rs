@@ -163,8 +163,19 @@ impl Rounds {
         self.rounds += 1;
         for o in &probed.observed {
             let r = &o.registration;
-            if !matches!(o.probe, Probe::WrongPeer { .. } | Probe::Down { .. }) {
-                self.known_ids.insert((r.ip, r.cluster_port), r.peer_id.clone());
+            match &o.probe {
+                Probe::Down { .. } => {}
+                // Another peer now answers there (restarted with a new
+                // identity, or the address reused): remember that one. A
+                // listing that names its ID still goes by the listing.
+                Probe::WrongPeer { answered } => {
+                    if let Ok(id) = PeerId::parse(answered) {
+                        self.known_ids.insert((r.ip, r.cluster_port), id);
+                    }
+                }
+                _ => {
+                    self.known_ids.insert((r.ip, r.cluster_port), r.peer_id.clone());
+                }
             }
         }
         let mut facts = Facts {
@@ -234,5 +245,68 @@ mod tests {
             Backoff::new(Duration::ZERO, fastrand::Rng::new()).cap,
             Duration::from_millis(250)
         );
+    }
+
+    /// DNS and static lists give addresses without IDs: the ID heard at an
+    /// address is remembered, and replaced when another peer answers there
+    /// (it was remembered forever, and the address stayed "wrong peer").
+    #[test]
+    fn an_address_that_answers_with_another_id_replaces_the_remembered_one() {
+        use crate::decide::Observed;
+        use crate::peer::tests::IDS;
+        use crate::peer::Consensus;
+        let id = |i: usize| PeerId::parse(IDS[i]).unwrap();
+        let me = Me {
+            peer_id: id(0),
+            ip: "127.0.0.1".parse().unwrap(),
+            consensus: Consensus::Crdt,
+            has_state: false,
+            registered_at_ms: 0,
+        };
+        let mine = Candidate::at(me.ip, 9096, 9094, 0, Some(id(0))).identified(id(0));
+        let mut r = Rounds::new(
+            me,
+            &mine,
+            3,
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+            fastrand::Rng::with_seed(1),
+        );
+        let listed = || Discovered {
+            registrations: vec![Candidate::at("127.0.0.2".parse().unwrap(), 9096, 9094, 2, None)],
+            skipped: vec![],
+        };
+        let round = |r: &mut Rounds, probe: Probe, as_id: PeerId| {
+            let [c] = r.others(listed()).try_into().unwrap();
+            let observed = vec![Observed {
+                registration: c.identified(as_id),
+                probe,
+            }];
+            r.probed(
+                Probed {
+                    observed,
+                    ..Probed::default()
+                },
+                0,
+            );
+        };
+        assert_eq!(r.others(listed())[0].peer_id, None);
+        round(&mut r, Probe::Daemon, id(1));
+        assert_eq!(r.others(listed())[0].peer_id, Some(id(1)));
+        // The peer at that address restarted as id(2): the probe says "wrong peer".
+        let wrong = Probe::WrongPeer {
+            answered: id(2).to_string(),
+        };
+        round(&mut r, wrong, id(1));
+        assert_eq!(r.others(listed())[0].peer_id, Some(id(2)));
+        // Nothing answering keeps what was heard.
+        round(
+            &mut r,
+            Probe::Down {
+                error: "refused".into(),
+            },
+            id(2),
+        );
+        assert_eq!(r.others(listed())[0].peer_id, Some(id(2)));
     }
 }
