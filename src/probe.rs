@@ -97,16 +97,22 @@ impl Prober {
     /// Probes every candidate concurrently; results in the input order. A
     /// candidate without a peer ID takes the one it answers with; one that
     /// answers only as a daemon, without one, is `unidentified`.
+    /// At most `MAX_IN_FLIGHT` at a time (two sockets each).
     pub async fn probe_all(&self, candidates: Vec<Candidate>) -> Probed {
         let mut set = tokio::task::JoinSet::new();
+        let mut out = Vec::with_capacity(candidates.len());
         for (i, c) in candidates.into_iter().enumerate() {
+            if set.len() >= MAX_IN_FLIGHT {
+                if let Some(Ok(x)) = set.join_next().await {
+                    out.push(x);
+                }
+            }
             let p = self.clone();
             set.spawn(async move {
                 let (id, probe) = p.probe(&c).await;
                 (i, c, id, probe)
             });
         }
-        let mut out = Vec::with_capacity(set.len());
         while let Some(res) = set.join_next().await {
             if let Ok(x) = res {
                 out.push(x);
@@ -147,8 +153,7 @@ impl Prober {
         if !resp.status().is_success() {
             return Err(format!("/id answered {}", resp.status()));
         }
-        let id: IdResponse = resp
-            .json()
+        let id: IdResponse = read_json(resp)
             .await
             .map_err(|e| format!("/id answered something else: {e}"))?;
         let peer = PeerId::parse(&id.id).map_err(|e| e.to_string())?;
@@ -179,7 +184,7 @@ impl Prober {
             req.send()
         };
         match get("/id").await {
-            Ok(resp) if resp.status().is_success() => match resp.json::<IdResponse>().await {
+            Ok(resp) if resp.status().is_success() => match read_json::<IdResponse>(resp).await {
                 Ok(id) if PeerId::parse(&id.id).is_ok() => Api::Id(id),
                 Ok(id) => Api::Unreachable(format!("/id answered a malformed peer ID {:?}", truncate(&id.id))),
                 Err(e) => Api::Unreachable(format!("/id answered something else: {e}")),
@@ -234,6 +239,25 @@ impl Prober {
             None => Port::Open,
         }
     }
+}
+
+/// Probes in flight at once: 1,000 registrations must not open 2,000 sockets.
+pub const MAX_IN_FLIGHT: usize = 128;
+
+/// The most of an `/id` body read (a 1,000-peer cluster's is about 400 KB):
+/// anything at an address must not make this process read without end.
+pub const MAX_ID_BODY: usize = 2 << 20;
+
+/// A JSON body of at most MAX_ID_BODY bytes.
+async fn read_json<T: serde::de::DeserializeOwned>(mut resp: reqwest::Response) -> Result<T, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > MAX_ID_BODY {
+            return Err(format!("a body over {} bytes", MAX_ID_BODY));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&body).map_err(|e| e.to_string())
 }
 
 /// What answered at a candidate, and the peer ID it goes by (the listed one,
@@ -306,4 +330,64 @@ pub fn collect(results: impl IntoIterator<Item = (Candidate, Option<PeerId>, Pro
 
 fn truncate(s: &str) -> String {
     s.chars().take(80).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// An HTTP server on 127.0.0.1 whose every answer is `head` then `body_len` bytes of `x`.
+    async fn server(head: &'static str, body_len: usize) -> std::net::SocketAddr {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut req = [0u8; 1024];
+                    let _ = s.read(&mut req).await;
+                    let _ = s.write_all(head.as_bytes()).await;
+                    let chunk = vec![b'x'; 64 * 1024];
+                    let mut left = body_len;
+                    while left > 0 {
+                        let n = left.min(chunk.len());
+                        if s.write_all(&chunk[..n]).await.is_err() {
+                            return;
+                        }
+                        left -= n;
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    /// Whatever answers at an address, the /id body read is bounded.
+    #[tokio::test]
+    async fn an_endless_id_body_is_cut_off() {
+        let addr = server("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n", 64 << 20).await;
+        let p = Prober::new(Duration::from_secs(5), None, true);
+        let err = p.id_at(addr).await.unwrap_err();
+        assert!(err.contains("a body over 2097152 bytes"), "{err}");
+        let c = Candidate::at(addr.ip(), 1, addr.port(), 0, None);
+        match p.api(&c).await {
+            Api::Unreachable(e) => assert!(e.contains("a body over"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// More candidates than MAX_IN_FLIGHT are all probed, in their order.
+    #[tokio::test]
+    async fn many_candidates_are_probed_in_bounded_waves() {
+        let p = Prober::new(Duration::from_millis(200), None, true);
+        let n = MAX_IN_FLIGHT * 2 + 7;
+        let list: Vec<Candidate> = (0..n)
+            .map(|i| Candidate::at("127.0.0.1".parse().unwrap(), 1, 1, i as u64, None))
+            .collect();
+        let probed = p.probe_all(list).await;
+        assert_eq!(
+            probed.silent.len() + probed.observed.len() + probed.unidentified.len(),
+            n
+        );
+    }
 }
