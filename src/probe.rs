@@ -73,6 +73,9 @@ pub enum Api {
 #[derive(Debug, Clone)]
 pub enum Port {
     Greeting(Greeting),
+    /// A sidecar's greeting that does not parse (cut short, or a newer
+    /// version's): a sidecar all the same, never a daemon.
+    Unreadable,
     /// Open, and not a sidecar: a daemon.
     Open,
     Closed(String),
@@ -224,7 +227,7 @@ impl Prober {
                     Ok(n) => {
                         buf.extend_from_slice(&chunk[..n]);
                         if buf.contains(&b'\n')
-                            || buf.len() >= 8192
+                            || buf.len() >= MAX_GREETING
                             || !MAGIC.starts_with(&buf[..buf.len().min(MAGIC.len())])
                         {
                             break;
@@ -236,10 +239,14 @@ impl Prober {
         let _ = tokio::time::timeout(self.timeout.min(Duration::from_millis(500)), read).await;
         match Greeting::parse(&buf) {
             Some(g) => Port::Greeting(g),
+            None if buf.starts_with(MAGIC) => Port::Unreadable,
             None => Port::Open,
         }
     }
 }
+
+/// The most of a greeting read: two sets of 1,000 peer IDs fit.
+pub const MAX_GREETING: usize = 256 << 10;
 
 /// Probes in flight at once: 1,000 registrations must not open 2,000 sockets.
 pub const MAX_IN_FLIGHT: usize = 128;
@@ -302,6 +309,7 @@ pub fn classify(c: &Candidate, api: Api, port: Port) -> (Option<PeerId>, Probe) 
                 .proposal
                 .and_then(|p| p.iter().map(|s| PeerId::parse(s).ok()).collect()),
         },
+        (_, Port::Unreadable) => Probe::Waiting { proposal: None },
         (Api::Refused(_), _) => Probe::Daemon,
         (_, Port::Open) => Probe::Daemon,
         (Api::Unreachable(a), Port::Closed(p)) => Probe::Down {
@@ -344,8 +352,11 @@ mod tests {
         tokio::spawn(async move {
             while let Ok((mut s, _)) = l.accept().await {
                 tokio::spawn(async move {
-                    let mut req = [0u8; 1024];
-                    let _ = s.read(&mut req).await;
+                    // An HTTP server answers a request; a sidecar greets at once.
+                    if head.starts_with("HTTP/") {
+                        let mut req = [0u8; 1024];
+                        let _ = s.read(&mut req).await;
+                    }
                     let _ = s.write_all(head.as_bytes()).await;
                     let chunk = vec![b'x'; 64 * 1024];
                     let mut left = body_len;
@@ -374,6 +385,39 @@ mod tests {
             Api::Unreachable(e) => assert!(e.contains("a body over"), "{e}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    fn many_ids(n: usize) -> Vec<PeerId> {
+        (0..n)
+            .map(|i| {
+                let mut bytes = vec![0x00, 0x24, 0x08, 0x01, 0x12, 0x20];
+                bytes.extend((i as u32).to_be_bytes());
+                bytes.extend([7u8; 28]);
+                PeerId::parse(&bs58::encode(bytes).into_string()).unwrap()
+            })
+            .collect()
+    }
+
+    /// A founding greeting of 200 peer IDs (about 23 KB, over the 8 KiB once
+    /// read) is a sidecar's, with its set; a greeting cut short is still a
+    /// sidecar's, never a running daemon's.
+    #[tokio::test]
+    async fn long_and_unreadable_greetings_are_sidecars() {
+        let ids = many_ids(200);
+        let cp = crate::contact::ContactPoint::start("127.0.0.1:0".parse().unwrap(), Greeting::founding(&ids[0], &ids))
+            .await
+            .unwrap();
+        let p = Prober::new(Duration::from_secs(2), None, true);
+        let c = Candidate::at(cp.addr.ip(), cp.addr.port(), 1, 0, None);
+        let (id, probe) = p.probe(&c).await;
+        assert_eq!(id.as_ref(), Some(&ids[0]));
+        assert_eq!(probe, Probe::Founding { set: ids.clone() });
+        // Cut short: the magic, then JSON that stops.
+        let cut = server("ipfs-cluster-bootstrap/1 {\"peer_id\":\"12D3", 0).await;
+        let c = Candidate::at(cut.ip(), cut.port(), 1, 0, None);
+        assert!(matches!(p.port(&c).await, Port::Unreadable));
+        let (_, probe) = classify(&c, Api::Unreachable("no".into()), Port::Unreadable);
+        assert_eq!(probe, Probe::Waiting { proposal: None });
     }
 
     /// More candidates than MAX_IN_FLIGHT are all probed, in their order.
