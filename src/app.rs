@@ -144,7 +144,11 @@ pub async fn run(cfg: Config) -> Result<i32, Error> {
         .await?;
         // Guarded from here on: init and the file writes happen in the slot.
         if let Some(l) = &held {
-            crate::watchdog::spawn(l, cfg.watchdog_interval)?;
+            let fence = match cfg.supervise {
+                true => crate::watchdog::Fence::Usr1,
+                false => crate::watchdog::Fence::Term,
+            };
+            crate::watchdog::spawn(l, cfg.watchdog_interval, fence)?;
         }
         cfg.use_config_dir(crate::slot::cluster_dir(&root, k))?;
         privileges::drop_root(cfg.run_as, (cfg.mode == Mode::Run).then_some(cfg.config_dir.as_path()))?;

@@ -295,7 +295,8 @@ impl Config {
             }
             if !matches!(discovery, Discovery::CloudMap { .. }) {
                 errors.push(
-                    "--reap-after works with --discovery cloudmap (its instance IDs are ECS task IDs, which tell                      which voter's task stopped)"
+                    "--reap-after works with --discovery cloudmap (its instance IDs are ECS task IDs, which tell \
+                     which voter's task stopped)"
                         .into(),
                 );
             }
@@ -304,9 +305,17 @@ impl Config {
                     "--reap-after needs --supervise (BOOTSTRAP_SUPERVISE): the reaper runs beside the daemon".into(),
                 );
             }
+            if env("CLUSTER_ID").is_some() {
+                errors.push(
+                    "--reap-after with CLUSTER_ID: a peer that keeps its identity across tasks comes back, so \
+                     its voter must not be removed when one of its tasks stops"
+                        .into(),
+                );
+            }
             if cli.state_root.as_ref().is_some_and(|p| !p.as_os_str().is_empty()) {
                 errors.push(
-                    "--reap-after with --state-root: a stopped task's peer comes back in its slot with the same ID,                      so its voter must not be removed (scale-in retirement handles a smaller service)"
+                    "--reap-after with --state-root: a stopped task's peer comes back in its slot with the same ID, \
+                     so its voter must not be removed (scale-in retirement handles a smaller service)"
                         .into(),
                 );
             }

@@ -102,6 +102,8 @@ where
     let mut term = term.or_else(|| signal(SignalKind::terminate()).ok());
     let mut int = int.or_else(|| signal(SignalKind::interrupt()).ok());
     let mut hup = signal(SignalKind::hangup()).ok();
+    // The slot lock's watchdog fences with SIGUSR1: a SIGTERM for the daemon, now.
+    let mut fence = signal(SignalKind::user_defined1()).ok();
     async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
         match s {
             Some(s) => {
@@ -124,6 +126,11 @@ where
                         _ = recv(&mut term) => tracing::warn!("a second SIGTERM: stopping now"),
                     }
                 }
+                libc::SIGTERM
+            }
+            _ = recv(&mut fence) => {
+                before_stop = None;
+                tracing::warn!("the slot lock's watchdog fences: stopping the daemon now");
                 libc::SIGTERM
             }
             _ = recv(&mut int) => libc::SIGINT,

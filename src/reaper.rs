@@ -11,7 +11,7 @@
 //! each peer ID runs in, learnt while the task is registered), `GET /peers`,
 //! ECS's task states, and `DELETE /peers/<id>`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -114,7 +114,9 @@ pub async fn run<R: Registry>(ctx: &Ctx, registry: &R) {
     info!(grace = %humantime::format_duration(ctx.grace), "reaper on: removes raft voters whose tasks ECS reports stopped");
     // Which task each peer runs in, as long as it was registered; when ECS
     // first said that task was STOPPED (this clock).
-    let mut task_of: HashMap<PeerId, String> = HashMap::new();
+    // Every task a peer ID was registered from (one, unless the identity is
+    // reused): it counts as stopped only when all of them are.
+    let mut task_of: HashMap<PeerId, HashSet<String>> = HashMap::new();
     let mut stopped_since: HashMap<PeerId, Instant> = HashMap::new();
     let mut said = String::new();
     let every = interval(ctx.grace);
@@ -126,7 +128,7 @@ pub async fn run<R: Registry>(ctx: &Ctx, registry: &R) {
             Ok(found) => {
                 for c in found.registrations {
                     if let Some(p) = c.peer_id {
-                        task_of.insert(p, c.instance_id);
+                        task_of.entry(p).or_default().insert(c.instance_id);
                     }
                 }
             }
@@ -140,16 +142,21 @@ pub async fn run<R: Registry>(ctx: &Ctx, registry: &R) {
             }
         };
         let voters = crate::rest::voters(&entries);
+        if voters.len() != entries.len() {
+            // An entry we cannot read would make the count, and the quorum, smaller.
+            debug!("reaper: GET /peers lists an entry that is not a peer ID; nothing this round");
+            continue;
+        }
         let dead: Vec<&PeerId> = voters.iter().filter(|v| !v.live).map(|v| &v.id).collect();
         stopped_since.retain(|p, _| dead.contains(&p));
-        let tasks: Vec<String> = dead.iter().filter_map(|p| task_of.get(*p).cloned()).collect();
+        let tasks: Vec<String> = dead.iter().filter_map(|p| task_of.get(*p)).flatten().cloned().collect();
         if !tasks.is_empty() {
             match ctx.ecs.states(&tasks).await {
                 Ok(states) => {
                     let now = Instant::now();
                     for p in &dead {
                         match task_of.get(*p) {
-                            Some(t) if states.stopped.contains(t) => {
+                            Some(t) if t.iter().all(|t| states.stopped.contains(t)) => {
                                 stopped_since.entry((*p).clone()).or_insert(now);
                             }
                             _ => {
@@ -176,7 +183,10 @@ pub async fn run<R: Registry>(ctx: &Ctx, registry: &R) {
                 continue;
             }
         };
-        let task = task_of.get(&victim).cloned().unwrap_or_default();
+        let task = task_of
+            .get(&victim)
+            .map(|t| t.iter().cloned().collect::<Vec<_>>().join(","))
+            .unwrap_or_default();
         let path = format!("/peers/{victim}");
         match api
             .call(reqwest::Method::DELETE, ctx.api, &path, Duration::from_secs(60))

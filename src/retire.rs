@@ -98,7 +98,8 @@ pub fn plan(f: &Facts<'_>) -> Plan {
         .collect();
     let mut wait_for = Vec::new();
     for p in f.pins.iter().filter(|p| p.allocations.contains(f.me)) {
-        let need = usize::try_from(p.rmin).unwrap_or(0).max(1);
+        // More replicas than staying voters can never be: as many as there are.
+        let need = usize::try_from(p.rmin).unwrap_or(0).clamp(1, staying.len().max(1));
         let have = p.pinned_on.iter().filter(|id| staying.contains(id)).count();
         if have < need {
             wait_for.push((p.cid.clone(), need));
@@ -161,12 +162,16 @@ pub fn context(
             return None;
         }
     };
-    let slot = cfg
+    let Some(slot) = cfg
         .config_dir
         .parent()
         .and_then(|d| d.file_name())
         .and_then(|n| n.to_str())
-        .and_then(|n| n.parse().ok())?;
+        .and_then(|n| n.parse().ok())
+    else {
+        warn!(config = %cfg.config_dir.display(), "scale-in retirement is off: the config folder is no slot's");
+        return None;
+    };
     let service_json = crate::local::read_json(&crate::local::service_json(&cfg.config_dir))
         .ok()
         .map(serde_json::Value::Object);
@@ -278,6 +283,39 @@ fn left(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
 }
 
+/// Kept back from the budget (at most a third of it) for reading the
+/// peerset again after a `DELETE` whose outcome is unknown, and the marker.
+const RESERVE: Duration = Duration::from_secs(10);
+
+/// `STATE_ROOT/retire.last`: the peer that left last, which the next one
+/// waits to see gone from its own daemon's peerset before it counts.
+fn last_file(ctx: &Ctx) -> std::path::PathBuf {
+    ctx.state_root.join("retire.last")
+}
+
+/// The voters in the local daemon's `GET /peers`; an entry whose ID does not
+/// parse fails the read (it would make the count, and so the quorum, smaller).
+async fn read_voters(api: &Api, ctx: &Ctx, timeout: Duration) -> Result<(Vec<IdEntry>, Vec<Voter>), String> {
+    let entries: Vec<IdEntry> = api.get_lines(ctx.api, "/peers", timeout).await?;
+    let voters = crate::rest::voters(&entries);
+    if voters.len() != entries.len() {
+        return Err("GET /peers lists an entry that is not a peer ID".into());
+    }
+    Ok((entries, voters))
+}
+
+fn facts<'a>(ctx: &'a Ctx, state: crate::ecs::ServiceState, voters: &'a [Voter], pins: &'a [PinFacts]) -> Facts<'a> {
+    Facts {
+        me: &ctx.me,
+        raft: ctx.raft,
+        desired: state.desired,
+        deployments: state.deployments,
+        voters,
+        pins,
+        repinning: ctx.repinning,
+    }
+}
+
 /// Ok(Some(reason)) when the peer stays, Ok(None) when it left.
 async fn retire(ctx: &Ctx, deadline: Instant) -> Result<Option<String>, String> {
     if !ctx.raft {
@@ -293,38 +331,50 @@ async fn retire(ctx: &Ctx, deadline: Instant) -> Result<Option<String>, String> 
             .ok_or("this task belongs to no ECS service")?,
         (None, None) => return Ok(Some("no ECS service is known (set --ecs-service)".into())),
     };
+    let api = Api::new(ctx.credentials.clone())?;
+    let work_until = deadline.checked_sub(RESERVE.min(ctx.timeout / 3)).unwrap_or(deadline);
+    let call_timeout = |cap: u64| left(work_until).min(Duration::from_secs(cap));
+    // Cheap checks before the lock and the pins: most stops are not scale-ins.
     let state = ctx.ecs.service_state(&service).await.map_err(|e| e.to_string())?;
-    // Cheap checks before the lock: most stops are not scale-ins.
-    if state.desired == 0 || state.deployments > 1 {
-        let f = Facts {
-            me: &ctx.me,
-            raft: true,
-            desired: state.desired,
-            deployments: state.deployments,
-            voters: &[],
-            pins: &[],
-            repinning: ctx.repinning,
-        };
-        if let Plan::Stay(why) = plan(&f) {
-            return Ok(Some(why));
-        }
+    let (_, voters) = read_voters(&api, ctx, call_timeout(20)).await?;
+    if let Plan::Stay(why) = plan(&facts(ctx, state, &voters, &[])) {
+        return Ok(Some(why));
     }
     // One retirement at a time: each sees the peerset the last one left.
     let lock_path = ctx.state_root.join("retire.lock");
-    let _lock = loop {
+    let lock = loop {
         match crate::slot::Lock::try_take(&lock_path) {
             Ok(Some(l)) => break l,
-            Ok(None) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(500)).await,
+            Ok(None) if Instant::now() < work_until => tokio::time::sleep(Duration::from_millis(500)).await,
             Ok(None) => return Err(format!("{} stayed held (another peer leaving)", lock_path.display())),
             Err(e) => return Err(format!("{}: {e}", lock_path.display())),
         }
     };
-    let api = Api::new(ctx.credentials.clone())?;
-    let call_timeout = |cap: u64| left(deadline).min(Duration::from_secs(cap));
+    // The last peer to leave must be gone from this daemon's view first, or
+    // the count would be one voter too many.
+    let last = std::fs::read_to_string(last_file(ctx))
+        .ok()
+        .and_then(|t| PeerId::parse(t.trim()).ok())
+        .filter(|p| *p != ctx.me);
+    let (entries, voters) = loop {
+        let (entries, voters) = read_voters(&api, ctx, call_timeout(20)).await?;
+        match &last {
+            Some(p) if voters.iter().any(|v| &v.id == p) => {
+                if Instant::now() >= work_until {
+                    return Err(format!(
+                        "the peer that left before ({p}) is still in this daemon's peerset"
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            _ => break (entries, voters),
+        }
+    };
     // Read again under the lock: the desired count may have changed.
     let state = ctx.ecs.service_state(&service).await.map_err(|e| e.to_string())?;
-    let entries: Vec<IdEntry> = api.get_lines(ctx.api, "/peers", call_timeout(20)).await?;
-    let voters = crate::rest::voters(&entries);
+    if let Plan::Stay(why) = plan(&facts(ctx, state, &voters, &[])) {
+        return Ok(Some(why));
+    }
     let allocated: Vec<PinEntry> = api.get_lines(ctx.api, "/allocations", call_timeout(30)).await?;
     let mine: HashMap<String, PinEntry> = allocated
         .into_iter()
@@ -341,16 +391,7 @@ async fn retire(ctx: &Ctx, deadline: Instant) -> Result<Option<String>, String> 
         true => Vec::new(),
         false => pin_facts(&api, ctx.api, &mine, call_timeout(60)).await?,
     };
-    let facts = Facts {
-        me: &ctx.me,
-        raft: true,
-        desired: state.desired,
-        deployments: state.deployments,
-        voters: &voters,
-        pins: &pins,
-        repinning: ctx.repinning,
-    };
-    let wait_for = match plan(&facts) {
+    let wait_for = match plan(&facts(ctx, state, &voters, &pins)) {
         Plan::Stay(why) => return Ok(Some(why)),
         Plan::Leave { wait_for } => wait_for,
     };
@@ -362,30 +403,36 @@ async fn retire(ctx: &Ctx, deadline: Instant) -> Result<Option<String>, String> 
         "scale-in: leaving the raft peerset before stopping"
     );
     let path = format!("/peers/{}", ctx.me);
-    let (status, body) = api
+    let answer = api
         .call(reqwest::Method::DELETE, ctx.api, &path, call_timeout(60))
-        .await?;
-    if status != 204 && status != 200 {
-        return Err(format!("DELETE {path}: HTTP {status}: {}", first_chars(&body)));
+        .await;
+    if !matches!(answer, Ok((200 | 204, _))) {
+        // The outcome of a failed or cut-off removal is unknown: the leader
+        // may commit it after we stopped listening. Read the peerset again.
+        let why = match &answer {
+            Ok((status, body)) => format!("DELETE {path}: HTTP {status}: {}", first_chars(body)),
+            Err(e) => format!("DELETE {path}: {e}"),
+        };
+        let again = read_voters(&api, ctx, left(deadline).min(Duration::from_secs(5))).await;
+        match again {
+            Ok((_, now)) if !now.iter().any(|v| v.id == ctx.me) => {
+                warn!(error = %why, "the removal's answer was lost, but this peer is no longer a voter");
+            }
+            _ => return Err(why),
+        }
     }
-    let record = Retired {
-        peer: ctx.me.to_string(),
-        at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        task: ctx.task.clone(),
-        desired: state.desired,
-        voters_before: voters.len(),
-    };
-    let marker = crate::slot::retired_file(&ctx.state_root, ctx.slot);
     info!(
         scale_in = true,
         voters = voters.len() - 1,
         slot = ctx.slot,
         "left the raft peerset"
     );
-    match crate::slot::write_atomic(&marker, &serde_json::to_vec_pretty(&record).unwrap_or_default()) {
-        Ok(()) => info!(path = %marker.display(), "slot marked retired"),
-        Err(e) => warn!(path = %marker.display(), error = %e, "could not mark the slot retired"),
+    mark_retired(ctx, state.desired, voters.len());
+    if let Err(e) = crate::slot::write_atomic(&last_file(ctx), ctx.me.as_str().as_bytes()) {
+        warn!(path = %last_file(ctx).display(), error = %e, "could not record the peer that left");
     }
+    // The next retirement may go on: it waits for this removal to show.
+    drop(lock);
     if !wait_for.is_empty() {
         // Ask a staying peer: this one's daemon shuts down once removed, while
         // this task's kubo still serves the blocks.
@@ -400,9 +447,25 @@ async fn retire(ctx: &Ctx, deadline: Instant) -> Result<Option<String>, String> 
             .filter(|v| v.live && v.id != ctx.me)
             .map(|v| v.id.clone())
             .collect();
-        wait_replicas(&api, &others, &staying, &wait_for, deadline).await;
+        wait_replicas(&api, &others, &staying, &wait_for, work_until).await;
     }
     Ok(None)
+}
+
+/// `retired.json` in the slot's cluster folder (its peer is no voter now).
+fn mark_retired(ctx: &Ctx, desired: usize, voters_before: usize) {
+    let record = Retired {
+        peer: ctx.me.to_string(),
+        at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        task: ctx.task.clone(),
+        desired,
+        voters_before,
+    };
+    let marker = crate::slot::retired_file(&ctx.state_root, ctx.slot);
+    match crate::slot::write_atomic(&marker, &serde_json::to_vec_pretty(&record).unwrap_or_default()) {
+        Ok(()) => info!(path = %marker.display(), "slot marked retired"),
+        Err(e) => warn!(path = %marker.display(), error = %e, "could not mark the slot retired"),
+    }
 }
 
 /// The pins allocated to this peer, with where they are pinned (GET /pins,
@@ -588,6 +651,18 @@ mod tests {
         // Pinned on a dead voter (4) or only on me does not count.
         let short = [pin(2, &[0, 1, 4], &[0, 1, 4]), pin(1, &[0], &[0])];
         stays(plan(&facts(&me, &v, &short, 3)), "CLUSTER_DISABLEREPINNING=false");
+        // A minimum above the staying voters (3) waits for as many as there are.
+        let many = [pin(5, &[0, 1, 2], &[0, 1, 2])];
+        let many_repin = Facts {
+            repinning: true,
+            ..facts(&me, &v, &many, 3)
+        };
+        assert_eq!(
+            plan(&many_repin),
+            Plan::Leave {
+                wait_for: vec![(many[0].cid.clone(), 3)]
+            }
+        );
         let with_repin = Facts {
             repinning: true,
             ..facts(&me, &v, &short, 3)

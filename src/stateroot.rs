@@ -217,7 +217,7 @@ pub async fn slot_main(cfg: &Config, root: &Path, count: usize, task: &str) -> R
     std::fs::create_dir_all(&ipfs).map_err(io_err(&ipfs))?;
     // The watchdog first: the slot file tells the other container the slot
     // is taken, so it is written only when nothing else can fail before exec.
-    crate::watchdog::spawn(&claimed.lock, cfg.watchdog_interval)?;
+    crate::watchdog::spawn(&claimed.lock, cfg.watchdog_interval, crate::watchdog::Fence::Term)?;
     if let Some(file) = &cfg.slot_file {
         let s = SlotFile {
             slot: claimed.index,

@@ -24,9 +24,20 @@ use crate::slot::Lock;
 /// The hidden argv[1] that runs [`main`].
 pub const ARG: &str = "__watchdog";
 
+/// How the watchdog stops the guarded process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fence {
+    /// SIGTERM: the process becomes the daemon (exec).
+    Term,
+    /// SIGUSR1: the process supervises the daemon and passes it a SIGTERM at
+    /// once, without what it does on a SIGTERM from ECS (scale-in retirement
+    /// on the very storage that failed).
+    Usr1,
+}
+
 /// Starts the watchdog for `lock`, to guard this process (which will become
 /// the daemon, or supervise it), as soon as the lock is taken.
-pub fn spawn(lock: &Lock, interval: Duration) -> Result<(), Error> {
+pub fn spawn(lock: &Lock, interval: Duration, fence: Fence) -> Result<(), Error> {
     let err = |detail: String| Error::Daemon {
         bin: "ipfs-cluster-bootstrap __watchdog".into(),
         what: "cannot start the slot lock's watchdog",
@@ -42,6 +53,10 @@ pub fn spawn(lock: &Lock, interval: Duration) -> Result<(), Error> {
         .arg(std::process::id().to_string())
         .arg(lock.path())
         .arg(interval.as_millis().to_string())
+        .arg(match fence {
+            Fence::Term => "term",
+            Fence::Usr1 => "usr1",
+        })
         .stdin(Stdio::null())
         .spawn();
     lock.set_inherited(false).map_err(|e| err(e.to_string()))?;
@@ -144,19 +159,26 @@ pub fn check_lock(fd: i32, path: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// `__watchdog FD PID PATH INTERVAL_MS`: watch, fence, exit.
+/// `__watchdog FD PID PATH INTERVAL_MS term|usr1`: watch, fence, exit.
 pub fn main(args: &[String]) -> i32 {
     let parsed = (|| {
-        let [fd, pid, path, interval] = args else { return None };
+        let [fd, pid, path, interval, fence] = args else {
+            return None;
+        };
         Some((
             fd.parse::<i32>().ok()?,
             pid.parse::<i32>().ok()?,
             PathBuf::from(path),
             Duration::from_millis(interval.parse::<u64>().ok()?),
+            match fence.as_str() {
+                "term" => libc::SIGTERM,
+                "usr1" => libc::SIGUSR1,
+                _ => return None,
+            },
         ))
     })();
-    let Some((fd, parent, path, interval)) = parsed else {
-        eprintln!("ipfs-cluster-bootstrap {ARG}: internal use only (FD PID PATH INTERVAL_MS)");
+    let Some((fd, parent, path, interval, fence)) = parsed else {
+        eprintln!("ipfs-cluster-bootstrap {ARG}: internal use only (FD PID PATH INTERVAL_MS term|usr1)");
         return crate::exit::code::USAGE;
     };
     let parent_alive = move || unsafe { libc::getppid() } == parent;
@@ -174,7 +196,7 @@ pub fn main(args: &[String]) -> i32 {
          that no two tasks use this slot",
         path.display()
     );
-    unsafe { libc::kill(parent, libc::SIGTERM) };
+    unsafe { libc::kill(parent, fence) };
     let deadline = Instant::now() + Duration::from_secs(10);
     while parent_alive() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));

@@ -273,6 +273,13 @@ fn cases() -> Vec<Case> {
             names: "--reap-after works with --discovery cloudmap",
         },
         Case {
+            what: "--reap-after with CLUSTER_ID",
+            change: EnvArgs("CLUSTER_ID", PEER_ID, &["--reap-after", "1m", "--supervise"]),
+            mode: "run",
+            exit: 64,
+            names: "--reap-after with CLUSTER_ID",
+        },
+        Case {
             what: "--reap-after with --state-root",
             change: Args(&[
                 "--reap-after",

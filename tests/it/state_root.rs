@@ -491,3 +491,31 @@ fn a_retired_slots_stale_raft_state_is_moved_away_and_it_never_founds() {
     assert_eq!(marker["rejoining"], true);
     assert!(a.peer.stderr().contains("its stale raft state moved away"));
 }
+
+/// Under --supervise the cluster container's watchdog fences with SIGUSR1:
+/// the supervisor passes the daemon a SIGTERM at once, without the scale-in
+/// retirement a SIGTERM from ECS would run (on the storage that failed).
+#[test]
+fn a_supervised_daemon_is_fenced_past_the_scale_in_hook() {
+    if !crate::support::testbed_ready() {
+        return;
+    }
+    let tmp = TempDir::new("fence-supervised");
+    let state = tmp.0.join("state");
+    fs::create_dir_all(&state).unwrap();
+    let mut net = Net::new();
+    let mut a = SlotPeer::new(&tmp.0, &state, "a", &mut net, 1);
+    let setup = a
+        .setup(&state, "raft")
+        .arg(&["--supervise", "--watchdog-interval", "200ms", "--timeout", "20s"]);
+    a.peer.start(&setup);
+    a.wait_daemon_runs(&state, 1, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(500));
+    fs::remove_file(a.slot_dir(&state).join("peer.lock")).unwrap();
+    let t = Instant::now();
+    a.peer.wait(Duration::from_secs(10));
+    assert!(t.elapsed() < Duration::from_secs(5), "fenced in {:?}", t.elapsed());
+    let log = a.peer.stderr();
+    assert!(log.contains("the slot lock's watchdog fences"), "{log}");
+    assert!(!log.contains("scale-in"), "{log}");
+}
