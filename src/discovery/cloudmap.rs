@@ -55,7 +55,7 @@ impl Intercept for DisableHostPrefix {
 fn error<E, R>(action: &'static str, e: SdkError<E, R>) -> DiscoveryError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + 'static,
 {
     sdk_error("cloudmap", action, e)
 }

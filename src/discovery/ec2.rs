@@ -37,7 +37,7 @@ pub struct Ec2Tags {
 fn error<E, R>(action: &'static str, e: SdkError<E, R>) -> DiscoveryError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + 'static,
 {
     sdk_error("ec2", action, e)
 }

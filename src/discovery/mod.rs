@@ -133,6 +133,8 @@ pub enum ErrorKind {
     Unreachable,
     /// The namespace or service does not exist.
     NotFound,
+    /// No AWS credentials anywhere in the SDK's chain.
+    NoCredentials,
     /// Anything else the API said.
     Other,
 }
@@ -149,7 +151,7 @@ pub struct DiscoveryError {
 impl DiscoveryError {
     pub fn exit_code(&self) -> i32 {
         match self.kind {
-            ErrorKind::AccessDenied => code::NOPERM,
+            ErrorKind::AccessDenied | ErrorKind::NoCredentials => code::NOPERM,
             ErrorKind::NotFound => code::CONFIG,
             ErrorKind::Throttled | ErrorKind::Unreachable | ErrorKind::Other => code::UNAVAILABLE,
         }
@@ -167,9 +169,19 @@ pub fn sdk_error<E, R>(
 ) -> DiscoveryError
 where
     E: aws_sdk_servicediscovery::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + 'static,
 {
     use aws_sdk_servicediscovery::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+    if no_credentials(&e) {
+        return DiscoveryError {
+            backend,
+            action,
+            kind: ErrorKind::NoCredentials,
+            detail: "none in the SDK's chain (environment variables, profile, web identity token, ECS task \
+                     role, EC2 instance profile)"
+                .into(),
+        };
+    }
     let kind = match &e {
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => ErrorKind::Unreachable,
         _ => match e.code().unwrap_or_default() {
@@ -198,6 +210,22 @@ where
     }
 }
 
+/// Whether the SDK failed for want of credentials (its dispatch error wraps
+/// the credential chain's error).
+fn no_credentials(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(c) = err.downcast_ref::<aws_credential_types::provider::error::CredentialsError>() {
+            return matches!(
+                c,
+                aws_credential_types::provider::error::CredentialsError::CredentialsNotLoaded(_)
+            );
+        }
+        cur = err.source();
+    }
+    false
+}
+
 impl fmt::Display for DiscoveryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let hint = match self.kind {
@@ -205,9 +233,13 @@ impl fmt::Display for DiscoveryError {
                 format!("access denied: grant {} to the task role", self.action)
             }
             ErrorKind::Throttled => "throttled by AWS".into(),
+            ErrorKind::Unreachable if self.backend == "dns" => {
+                "the name server did not answer (check /etc/resolv.conf or --dns-server)".into()
+            }
             ErrorKind::Unreachable => {
                 "AWS endpoint unreachable (check the region, AWS_ENDPOINT_URL and the network path)".into()
             }
+            ErrorKind::NoCredentials => "no AWS credentials".into(),
             ErrorKind::NotFound => "not found".into(),
             ErrorKind::Other => "failed".into(),
         };

@@ -33,6 +33,8 @@ enum Change {
     Metadata(&'static str),
     /// Cloud Map lists one other registration with these attributes (JSON).
     Attributes(&'static str),
+    /// Cloud Map discovery with no AWS credentials anywhere.
+    NoCredentials,
 }
 
 struct Case {
@@ -300,6 +302,13 @@ fn cases() -> Vec<Case> {
             names: "--timeout",
         },
         Case {
+            what: "no AWS credentials",
+            change: NoCredentials,
+            mode: "run",
+            exit: 77,
+            names: "no AWS credentials: none in the SDK's chain",
+        },
+        Case {
             what: "unknown flag",
             change: Args(&["--no-such-flag"]),
             mode: "run",
@@ -544,6 +553,12 @@ fn run(case: &Case, tmp: &Path, net: &mut Net, i: usize) -> (i32, String) {
             });
             setup = setup.env("ECS_CONTAINER_METADATA_URI_V4", &format!("{}/v4", server.url()));
             _server = Some(server);
+        }
+        Change::NoCredentials => {
+            setup = Setup::cloudmap("http://127.0.0.1:9", "ns", "svc", "crdt", 2).arg(&["--timeout", "3s"]);
+            setup
+                .env
+                .retain(|(k, _)| !matches!(k.as_str(), "AWS_ACCESS_KEY_ID" | "AWS_SECRET_ACCESS_KEY"));
         }
         Change::Attributes(attrs) => {
             let body = cloudmap_answer(attrs);
