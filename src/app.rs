@@ -36,6 +36,9 @@ use crate::stateroot;
 
 pub async fn run(cfg: Config) -> Result<i32, Error> {
     if cfg.mode == Mode::IamPolicy {
+        if iam::actions(&cfg).is_empty() {
+            info!("this configuration calls no AWS API: the task role needs no permission");
+        }
         print_json(&iam::policy(&cfg));
         return Ok(0);
     }

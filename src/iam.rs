@@ -48,15 +48,28 @@ pub fn actions(cfg: &Config) -> Vec<&'static str> {
     a
 }
 
-/// The task role's policy: one statement, `PeerDiscovery`, over `*` (Cloud Map
-/// data-plane calls and ec2:DescribeInstances support no narrower resource;
-/// scope further by hand where your account allows).
+/// The task role's policy: `PeerDiscovery` over `*` (Cloud Map data-plane
+/// calls and ec2:DescribeInstances support no narrower resource; scope
+/// further by hand where your account allows), and for `ec2 --register` a
+/// `PeerIdTag` statement that lets the role tag instances with the peer-ID
+/// tag key and no other (the `aws:TagKeys` condition).
 pub fn policy(cfg: &Config) -> serde_json::Value {
-    let actions = actions(cfg);
-    let statements = match actions.is_empty() {
-        true => vec![],
-        false => vec![json!({"Sid": "PeerDiscovery", "Effect": "Allow", "Action": actions, "Resource": "*"})],
-    };
+    const TAGGING: [&str; 2] = ["ec2:CreateTags", "ec2:DeleteTags"];
+    let all = actions(cfg);
+    let (tagging, rest): (Vec<&str>, Vec<&str>) = all.into_iter().partition(|a| TAGGING.contains(a));
+    let mut statements = vec![];
+    if !rest.is_empty() {
+        statements.push(json!({"Sid": "PeerDiscovery", "Effect": "Allow", "Action": rest, "Resource": "*"}));
+    }
+    if let (false, Discovery::Ec2 { peer_id_tag, .. }) = (tagging.is_empty(), &cfg.discovery) {
+        statements.push(json!({
+            "Sid": "PeerIdTag",
+            "Effect": "Allow",
+            "Action": tagging,
+            "Resource": "arn:aws:ec2:*:*:instance/*",
+            "Condition": {"ForAllValues:StringEquals": {"aws:TagKeys": [peer_id_tag]}}
+        }));
+    }
     json!({"Version": "2012-10-17", "Statement": statements})
 }
 
@@ -100,6 +113,15 @@ mod tests {
             actions(&cfg(&["--discovery", "ec2", "--ec2-tag", "a=b", "--register"])).len(),
             3
         );
+        // Tagging only the instance, only with the peer-ID tag key.
+        let p = policy(&cfg(&["--discovery", "ec2", "--ec2-tag", "a=b", "--register"]));
+        assert_eq!(p["Statement"][0]["Action"], json!(["ec2:DescribeInstances"]));
+        assert_eq!(p["Statement"][1]["Action"], json!(["ec2:CreateTags", "ec2:DeleteTags"]));
+        assert_eq!(
+            p["Statement"][1]["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"],
+            json!(["ipfs-cluster:peer-id"])
+        );
+        assert_eq!(p["Statement"][1]["Resource"], "arn:aws:ec2:*:*:instance/*");
         assert!(actions(&cfg(&["--discovery", "dns", "--dns-name", "x"])).is_empty());
         let p = policy(&cfg(&["--discovery", "dns", "--dns-name", "x"]));
         assert_eq!(p["Statement"], json!([]));
