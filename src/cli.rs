@@ -82,64 +82,65 @@ pub struct Cli {
     pub mode: Mode,
 
     /// Where to find the other peers.
-    #[arg(long, value_enum, default_value_t = DiscoveryKind::Cloudmap, env = "BOOTSTRAP_DISCOVERY")]
+    #[arg(help_heading = "Discovery", long, value_enum, default_value_t = DiscoveryKind::Cloudmap, env = "BOOTSTRAP_DISCOVERY")]
     pub discovery: DiscoveryKind,
 
     /// How many peers found the cluster together: a number, or `auto` for the ECS
     /// service's desiredCount. Nobody founds until this many live peers are
     /// registered; 1 allows a peer to found a cluster alone. Required by run and plan.
-    #[arg(long, env = "BOOTSTRAP_EXPECT", value_name = "N|auto")]
+    #[arg(help_heading = "Founding", long, env = "BOOTSTRAP_EXPECT", value_name = "N|auto")]
     pub expect: Option<String>,
 
     /// ECS cluster for --expect auto and --verify-tasks. Default: from the task metadata.
-    #[arg(long, env = "BOOTSTRAP_ECS_CLUSTER")]
+    #[arg(help_heading = "ECS", long, env = "BOOTSTRAP_ECS_CLUSTER")]
     pub ecs_cluster: Option<String>,
 
     /// ECS service for --expect auto. Default: from the task metadata, else the task's group.
-    #[arg(long, env = "BOOTSTRAP_ECS_SERVICE")]
+    #[arg(help_heading = "ECS", long, env = "BOOTSTRAP_ECS_SERVICE")]
     pub ecs_service: Option<String>,
 
     /// Cloud Map: count a registration only while ECS reports its task RUNNING
     /// (instance IDs must be task IDs, the default in ECS). One DescribeTasks per poll.
-    #[arg(long, env = "BOOTSTRAP_VERIFY_TASKS")]
+    #[arg(help_heading = "ECS", long, env = "BOOTSTRAP_VERIFY_TASKS")]
     pub verify_tasks: bool,
 
     /// How long the set of live peers must stay unchanged before a founding.
-    #[arg(long, default_value = "10s", value_parser = parse_duration, env = "BOOTSTRAP_SETTLE")]
+    #[arg(help_heading = "Founding", long, default_value = "10s", value_parser = parse_duration, env = "BOOTSTRAP_SETTLE")]
     pub settle: Duration,
 
     /// Give up (exit 75, or 69/77 when AWS kept failing) when no safe action is found in this time.
-    #[arg(long, default_value = "5m", value_parser = parse_duration, env = "BOOTSTRAP_TIMEOUT")]
+    #[arg(help_heading = "Founding", long, default_value = "5m", value_parser = parse_duration, env = "BOOTSTRAP_TIMEOUT")]
     pub timeout: Duration,
 
     /// Cloud Map namespace name (its HttpName) holding the service.
-    #[arg(long, env = "BOOTSTRAP_CLOUDMAP_NAMESPACE")]
+    #[arg(help_heading = "Discovery", long, env = "BOOTSTRAP_CLOUDMAP_NAMESPACE")]
     pub cloudmap_namespace: Option<String>,
 
     /// Cloud Map service name. Use a service of its own, not the one ECS registers tasks in.
-    #[arg(long, env = "BOOTSTRAP_CLOUDMAP_SERVICE")]
+    #[arg(help_heading = "Discovery", long, env = "BOOTSTRAP_CLOUDMAP_SERVICE")]
     pub cloudmap_service: Option<String>,
 
     /// Cloud Map service ID (srv-…). Saves two lookups (ListNamespaces, ListServices) per start.
-    #[arg(long, env = "BOOTSTRAP_CLOUDMAP_SERVICE_ID")]
+    #[arg(help_heading = "Discovery", long, env = "BOOTSTRAP_CLOUDMAP_SERVICE_ID")]
     pub cloudmap_service_id: Option<String>,
 
     /// Static peers, in founding order, comma-separated: /ip4/IP/tcp/PORT[/p2p/ID],
     /// /dns4/HOST/tcp/PORT[/p2p/ID], IPs or host names (port: --cluster-port).
-    #[arg(long, env = "BOOTSTRAP_PEERS")]
+    #[arg(help_heading = "Discovery", long, env = "BOOTSTRAP_PEERS")]
     pub peers: Option<String>,
 
     /// DNS discovery: the name whose A/AAAA records are the peers (Cloud Map answers at most 8).
-    #[arg(long, env = "BOOTSTRAP_DNS_NAME")]
+    #[arg(help_heading = "Discovery", long, env = "BOOTSTRAP_DNS_NAME")]
     pub dns_name: Option<String>,
 
     /// Name server for DNS names, IP:PORT (default: the system's, from /etc/resolv.conf).
-    #[arg(long, env = "BOOTSTRAP_DNS_SERVER")]
+    #[arg(help_heading = "Discovery", long, env = "BOOTSTRAP_DNS_SERVER")]
     pub dns_server: Option<std::net::SocketAddr>,
 
     /// EC2 discovery: KEY=VALUE a peer's instance must carry; repeat it: different keys
     /// must all match, several values of one key are alternatives.
     #[arg(
+        help_heading = "Discovery",
         long = "ec2-tag",
         env = "BOOTSTRAP_EC2_TAG",
         value_delimiter = ',',
@@ -148,70 +149,86 @@ pub struct Cli {
     pub ec2_tag: Vec<String>,
 
     /// EC2 discovery: only instances in this VPC.
-    #[arg(long, env = "BOOTSTRAP_EC2_VPC_ID")]
+    #[arg(help_heading = "Discovery", long, env = "BOOTSTRAP_EC2_VPC_ID")]
     pub ec2_vpc_id: Option<String>,
 
     /// EC2 discovery: which instance address peers dial.
-    #[arg(long, value_enum, default_value_t = Ec2Address::Private, env = "BOOTSTRAP_EC2_ADDRESS")]
+    #[arg(help_heading = "Discovery", long, value_enum, default_value_t = Ec2Address::Private, env = "BOOTSTRAP_EC2_ADDRESS")]
     pub ec2_address: Ec2Address,
 
     /// EC2 discovery: the tag holding an instance's peer ID.
-    #[arg(long, default_value = "ipfs-cluster:peer-id", env = "BOOTSTRAP_EC2_PEER_ID_TAG")]
+    #[arg(
+        help_heading = "Discovery",
+        long,
+        default_value = "ipfs-cluster:peer-id",
+        env = "BOOTSTRAP_EC2_PEER_ID_TAG"
+    )]
     pub ec2_peer_id_tag: String,
 
     /// EC2 discovery: tag this instance with its peer ID (ec2:CreateTags), so peers
     /// know it before its daemon answers.
-    #[arg(long, env = "BOOTSTRAP_REGISTER")]
+    #[arg(help_heading = "Discovery", long, env = "BOOTSTRAP_REGISTER")]
     pub register: bool,
 
     /// EC2 discovery under awsvpc networking: a task's address is not its instance's, so
     /// it is refused unless this is set (then use --advertise-ip or host networking).
-    #[arg(long, env = "BOOTSTRAP_EC2_ALLOW_AWSVPC")]
+    #[arg(help_heading = "Discovery", long, env = "BOOTSTRAP_EC2_ALLOW_AWSVPC")]
     pub ec2_allow_awsvpc: bool,
 
     /// This peer's address as the others reach it. Default: this task's first IPv4 from
     /// the ECS task metadata endpoint v4 ($ECS_CONTAINER_METADATA_URI_V4/task).
-    #[arg(long, env = "BOOTSTRAP_ADVERTISE_IP")]
+    #[arg(help_heading = "This peer and probing", long, env = "BOOTSTRAP_ADVERTISE_IP")]
     pub advertise_ip: Option<IpAddr>,
 
     /// ID of this peer's registration. Default: the ECS task ID, else the peer ID.
-    #[arg(long, env = "BOOTSTRAP_INSTANCE_ID")]
+    #[arg(help_heading = "This peer and probing", long, env = "BOOTSTRAP_INSTANCE_ID")]
     pub instance_id: Option<String>,
 
     /// The cluster (libp2p) port peers dial. Default: the TCP port of the daemon's listen
     /// address (CLUSTER_LISTENMULTIADDRESS, else service.json's cluster.listen_multiaddress),
     /// else 9096; a value that disagrees with it is refused (exit 78).
-    #[arg(long, env = "BOOTSTRAP_CLUSTER_PORT")]
+    #[arg(help_heading = "This peer and probing", long, env = "BOOTSTRAP_CLUSTER_PORT")]
     pub cluster_port: Option<u16>,
 
     /// The REST API port probed for /health and /id.
-    #[arg(long, default_value_t = 9094, env = "BOOTSTRAP_API_PORT")]
+    #[arg(
+        help_heading = "This peer and probing",
+        long,
+        default_value_t = 9094,
+        env = "BOOTSTRAP_API_PORT"
+    )]
     pub api_port: u16,
 
     /// The ipfs-cluster-service binary (looked up on PATH unless it contains a /).
-    #[arg(long, default_value = "ipfs-cluster-service", env = "BOOTSTRAP_DAEMON_BIN")]
+    #[arg(
+        help_heading = "Launch",
+        long,
+        default_value = "ipfs-cluster-service",
+        env = "BOOTSTRAP_DAEMON_BIN"
+    )]
     pub daemon_bin: PathBuf,
 
     /// How long one probe of one peer may take.
-    #[arg(long, default_value = "1s", value_parser = parse_duration, env = "BOOTSTRAP_PROBE_TIMEOUT")]
+    #[arg(help_heading = "This peer and probing", long, default_value = "1s", value_parser = parse_duration, env = "BOOTSTRAP_PROBE_TIMEOUT")]
     pub probe_timeout: Duration,
 
     /// With run: evaluate once, print the decision as JSON and change nothing (as plan).
-    #[arg(long, env = "BOOTSTRAP_DRY_RUN")]
+    #[arg(help_heading = "Launch", long, env = "BOOTSTRAP_DRY_RUN")]
     pub dry_run: bool,
 
     /// Run the daemon as a child instead of exec: forward SIGTERM/SIGINT, deregister
     /// when it exits, and exit with its code.
-    #[arg(long, env = "BOOTSTRAP_SUPERVISE")]
+    #[arg(help_heading = "Launch", long, env = "BOOTSTRAP_SUPERVISE")]
     pub supervise: bool,
 
     /// Refuse to contact any address outside 127.0.0.0/8 and ::1 (for test beds).
-    #[arg(long, env = "BOOTSTRAP_LOOPBACK_ONLY")]
+    #[arg(help_heading = "This peer and probing", long, env = "BOOTSTRAP_LOOPBACK_ONLY")]
     pub loopback_only: bool,
 
     /// When started as root: make the config folder the daemon's and run as this
     /// UID:GID (the official image's `ipfs` user), or `none` to keep the current user.
     #[arg(
+        help_heading = "Launch",
         long,
         default_value = "1000:100",
         env = "BOOTSTRAP_RUN_AS",
@@ -223,25 +240,40 @@ pub struct Cli {
     /// takes a slot folder under it (an identity, its cluster state and its
     /// kubo repo) under an exclusive lock, and the cluster's genesis.json lives
     /// there. Without it a peer keeps its state where IPFS_CLUSTER_PATH says.
-    #[arg(long, env = "BOOTSTRAP_STATE_ROOT", value_name = "DIR")]
+    #[arg(
+        help_heading = "State on shared storage",
+        long,
+        env = "BOOTSTRAP_STATE_ROOT",
+        value_name = "DIR"
+    )]
     pub state_root: Option<PathBuf>,
 
     /// With --state-root: a file on a volume only this task's containers share.
     /// `slot` writes the slot it took there; `run` and `health` read it (run
     /// waits for it) and use that slot. Without it `run` claims a slot itself.
-    #[arg(long, env = "BOOTSTRAP_SLOT_FILE", value_name = "FILE")]
+    #[arg(
+        help_heading = "State on shared storage",
+        long,
+        env = "BOOTSTRAP_SLOT_FILE",
+        value_name = "FILE"
+    )]
     pub slot_file: Option<PathBuf>,
 
     /// With --state-root: found a new, EMPTY cluster although genesis.json
     /// (record GENESIS_ID) says one was founded and no peer of it is left.
     /// Its pinset is lost. Ignored once that record has been replaced.
-    #[arg(long, env = "BOOTSTRAP_REFOUND", value_name = "GENESIS_ID")]
+    #[arg(
+        help_heading = "State on shared storage",
+        long,
+        env = "BOOTSTRAP_REFOUND",
+        value_name = "GENESIS_ID"
+    )]
     pub refound: Option<String>,
 
     /// How often the slot lock's watchdog writes through the lock; it stops the
     /// daemon when a write fails or takes longer. Keep it well below the NFS
     /// lease (EFS: about 90 s).
-    #[arg(long, default_value = "10s", value_parser = parse_duration, env = "BOOTSTRAP_WATCHDOG_INTERVAL")]
+    #[arg(help_heading = "State on shared storage", long, default_value = "10s", value_parser = parse_duration, env = "BOOTSTRAP_WATCHDOG_INTERVAL")]
     pub watchdog_interval: Duration,
 
     /// With --state-root, --supervise and raft in an ECS service: how long a
@@ -249,22 +281,22 @@ pub struct Cli {
     /// leave the raft peerset and see its pins replicated elsewhere, before
     /// its daemon gets the SIGTERM. Keep it below the container's
     /// stopTimeout; 0 turns scale-in retirement off.
-    #[arg(long, default_value = "90s", value_parser = parse_duration, env = "BOOTSTRAP_SCALE_IN_TIMEOUT")]
+    #[arg(help_heading = "ECS", long, default_value = "90s", value_parser = parse_duration, env = "BOOTSTRAP_SCALE_IN_TIMEOUT")]
     pub scale_in_timeout: Duration,
 
     /// Without --state-root, under raft and --supervise: remove raft voters
     /// whose ECS tasks have been STOPPED for this long (one at a time, only
     /// while a quorum of the voters answers). Needs --discovery cloudmap and
     /// the ECS API. Off unless set.
-    #[arg(long, value_parser = parse_duration, env = "BOOTSTRAP_REAP_AFTER", value_name = "GRACE")]
+    #[arg(help_heading = "ECS", long, value_parser = parse_duration, env = "BOOTSTRAP_REAP_AFTER", value_name = "GRACE")]
     pub reap_after: Option<Duration>,
 
     /// Log format on stderr.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "BOOTSTRAP_LOG_FORMAT")]
+    #[arg(help_heading = "Logging", long, value_enum, default_value_t = LogFormat::Text, env = "BOOTSTRAP_LOG_FORMAT")]
     pub log_format: LogFormat,
 
     /// Log filter (error, warn, info, debug, trace, or tracing directives).
-    #[arg(long, default_value = "info", env = "BOOTSTRAP_LOG_LEVEL")]
+    #[arg(help_heading = "Logging", long, default_value = "info", env = "BOOTSTRAP_LOG_LEVEL")]
     pub log_level: String,
 
     /// Arguments appended to `ipfs-cluster-service daemon`: its own flags (--stats,
