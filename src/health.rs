@@ -72,6 +72,18 @@ pub fn verdict(s: &Seen) -> Verdict {
     Verdict::Healthy { sees, live: live.len() }
 }
 
+/// At most this many other registrations are probed per health check.
+pub const HEALTH_SAMPLE: usize = 24;
+
+/// `n` of `items` picked at random (all of them when there are no more).
+pub fn sample<T>(mut items: Vec<T>, n: usize, rng: &mut fastrand::Rng) -> Vec<T> {
+    if items.len() > n {
+        rng.shuffle(&mut items);
+        items.truncate(n);
+    }
+    items
+}
+
 /// `health`: 0 when the local REST API answers with this peer's ID and the
 /// peer sees at least half of the live peers discovery lists (counting
 /// itself), else 1. A discovery failure does not fail it.
@@ -113,6 +125,9 @@ pub async fn check<R: Registry>(cfg: &Config, registry: &R, prober: &Prober) -> 
                     .into_iter()
                     .filter(|c| c.peer_id.as_ref() != Some(&seen.me))
                     .collect();
+                // ECS gives a health check 10 s at most: with hundreds of
+                // peers, judge by a random sample of them.
+                let others = sample(others, HEALTH_SAMPLE, &mut fastrand::Rng::new());
                 let live = prober
                     .probe_all(others)
                     .await
@@ -201,6 +216,20 @@ mod tests {
         check(seen(&[0], Some(&[1, 2]), refused), "kubo (IPFS) does not answer");
         check(seen(&[0, 1, 2], Some(&[1, 2]), refused), "kubo (IPFS) does not answer");
         check(seen(&[0, 1, 2], None, refused), "kubo (IPFS) does not answer");
+    }
+
+    #[test]
+    fn a_large_cluster_is_judged_by_a_bounded_sample() {
+        let mut rng = fastrand::Rng::with_seed(3);
+        let few: Vec<u32> = (0..10).collect();
+        assert_eq!(sample(few.clone(), HEALTH_SAMPLE, &mut rng), few);
+        let many: Vec<u32> = (0..1000).collect();
+        let picked = sample(many, HEALTH_SAMPLE, &mut rng);
+        assert_eq!(picked.len(), HEALTH_SAMPLE);
+        let mut distinct = picked.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), HEALTH_SAMPLE, "no registration twice");
     }
 
     #[test]
