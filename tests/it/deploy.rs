@@ -1327,22 +1327,23 @@ fn dns_override_switches_discovery_to_dns() {
     }
 }
 
+/// Ignored unless asked for (`cargo test -- --ignored docker_image`): it
+/// needs a Docker engine, which this project's machines lack, and a test
+/// that returns early would be counted as passed. The image's command lines
+/// run in the real test bed (tests/real/test_shipped.py) instead.
 #[test]
+#[ignore = "needs a Docker engine: cargo test -- --ignored docker_image_builds_and_runs"]
 fn docker_image_builds_and_runs() {
     let info = Command::new("docker")
         .args(["info", "--format", "{{.ServerVersion}}"])
         .output();
     match &info {
         Ok(o) if o.status.success() => {}
-        Ok(o) => {
-            let why = String::from_utf8_lossy(&o.stderr);
-            eprintln!("SKIPPED: no Docker engine (docker info failed): {}", why.trim());
-            return;
-        }
-        Err(e) => {
-            eprintln!("SKIPPED: no Docker engine (docker info failed): {e}");
-            return;
-        }
+        Ok(o) => panic!(
+            "no Docker engine (docker info failed): {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Err(e) => panic!("no Docker engine (docker info failed): {e}"),
     }
     let tag = format!("ipfs-cluster-bootstrap:it-{}", std::process::id());
     let run = |args: &[&str]| {
