@@ -37,7 +37,9 @@ pub fn resolver(server: Option<SocketAddr>) -> Result<TokioResolver, String> {
 
 /// Resolves a name to its addresses, sorted. A name with no address records
 /// is an empty answer. A name that does not exist (NXDOMAIN: a typo, or the
-/// wrong network) is an error, as a failed lookup is: neither says "no peers".
+/// wrong network) is an error of kind NotFound, as a failed lookup is one of
+/// its own: for `--dns-name` neither says "no peers" (a static list's host
+/// that does not exist only lists nothing).
 pub async fn lookup(resolver: &TokioResolver, name: &str) -> Result<Vec<IpAddr>, DiscoveryError> {
     match resolver.lookup_ip(name).await {
         Ok(found) => {

@@ -128,7 +128,17 @@ impl StaticList {
                 StaticPeer::Addr { ip, port, peer_id } => out.push((i, *ip, *port, peer_id.clone())),
                 StaticPeer::Host { name, port, peer_id } => {
                     let Some(resolver) = &self.resolver else { continue };
-                    for ip in dns::lookup(resolver, name).await? {
+                    // A listed host that does not exist (a container removed
+                    // for good, a peer scaled away) lists nothing; a lookup
+                    // that fails is still an error.
+                    let ips = match dns::lookup(resolver, name).await {
+                        Err(e) if e.kind == super::ErrorKind::NotFound => {
+                            tracing::debug!(host = %name, "a listed peer's host name does not exist (NXDOMAIN)");
+                            vec![]
+                        }
+                        other => other?,
+                    };
+                    for ip in ips {
                         out.push((i, ip, *port, peer_id.clone()));
                     }
                 }

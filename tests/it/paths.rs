@@ -388,4 +388,27 @@ fn a_dns_name_that_does_not_exist_is_an_error_not_no_peers() {
     assert!(err.contains("nope.test does not exist (NXDOMAIN)"), "{err}");
     let out = discover("peers.test");
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // In a static list, a host that does not exist (a peer removed for good)
+    // only lists nothing: the others still count.
+    let out = std::process::Command::new(crate::support::bin())
+        .args(["discover", "--discovery", "static", "--peers", "nope.test,peers.test"])
+        .args([
+            "--dns-server",
+            &dnsd.server(),
+            "--loopback-only",
+            "--probe-timeout",
+            "200ms",
+        ])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("IPFS_CLUSTER_PATH", tmp.0.join("cfg"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        seen["peers"].as_array().map(Vec::len).unwrap_or(0) + seen["silent"].as_array().map(Vec::len).unwrap_or(0),
+        1,
+        "{seen:#}"
+    );
 }
