@@ -26,7 +26,8 @@ pub enum Mode {
     /// Print the IAM policy the chosen discovery options need, as JSON.
     IamPolicy,
     /// The kubo container's entrypoint with --state-root: claim a free slot
-    /// (0..--expect), write --slot-file for the task's cluster container, and
+    /// (members' slots first; --expect slots in all), write --slot-file for
+    /// the task's cluster container, and
     /// exec the program after `--` with IPFS_PATH set to the slot's kubo repo,
     /// holding the slot's lock.
     Slot,

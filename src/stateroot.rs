@@ -66,8 +66,10 @@ fn ensure_root(root: &Path) -> Result<(), Error> {
     }
 }
 
-/// Takes the lowest free slot of `0..count`, waiting (non-blocking attempts
-/// every 1–2 s) until `deadline`; says which tasks hold them while it waits.
+/// Takes a free slot in `slot::claim_order` (members' slots first, then the
+/// lowest others while members are fewer than `count`), waiting
+/// (non-blocking attempts every 1–2 s) until `deadline`; says which tasks
+/// hold them while it waits.
 pub async fn claim(root: &Path, count: usize, task: &str, timeout: Duration) -> Result<(slot::Claimed, String), Error> {
     ensure_root(root)?;
     let deadline = Instant::now() + timeout;
