@@ -212,7 +212,8 @@ impl Config {
             }
         };
 
-        // The slot mode discovers nothing: discovery settings are not its business.
+        // The slot mode discovers nothing, and iam-policy only names actions:
+        // discovery settings are not their business.
         let errors_before_discovery = errors.len();
         let discovery = match cli.discovery {
             DiscoveryKind::Cloudmap => {
@@ -286,7 +287,9 @@ impl Config {
             Discovery::Static { peers } => peers.iter().any(StaticPeer::has_host_name),
             Discovery::CloudMap { .. } | Discovery::Ec2 { .. } => false,
         };
-        if cli.mode == Mode::Slot {
+        // iam-policy: the policy depends on the backend and a few switches
+        // (--cloudmap-service-id, --register), not on names, tags or peers.
+        if matches!(cli.mode, Mode::Slot | Mode::IamPolicy) {
             errors.truncate(errors_before_discovery);
         }
         if let Some(grace) = cli.reap_after {

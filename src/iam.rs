@@ -123,6 +123,23 @@ mod tests {
         );
         assert_eq!(p["Statement"][1]["Resource"], "arn:aws:ec2:*:*:instance/*");
         assert!(actions(&cfg(&["--discovery", "dns", "--dns-name", "x"])).is_empty());
+        // Inputs that do not change the policy are not asked for.
+        assert_eq!(
+            actions(&cfg(&["--cloudmap-service-id", "srv-1"])),
+            actions(&cfg(&[
+                "--cloudmap-service-id",
+                "srv-1",
+                "--cloudmap-namespace",
+                "n",
+                "--cloudmap-service",
+                "s"
+            ]))
+        );
+        assert!(actions(&cfg(&["--discovery", "static"])).is_empty());
+        assert_eq!(
+            actions(&cfg(&["--discovery", "ec2", "--register"])),
+            vec!["ec2:CreateTags", "ec2:DeleteTags", "ec2:DescribeInstances"]
+        );
         let p = policy(&cfg(&["--discovery", "dns", "--dns-name", "x"]));
         assert_eq!(p["Statement"], json!([]));
     }
