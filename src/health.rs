@@ -95,15 +95,9 @@ pub async fn check<R: Registry>(cfg: &Config, registry: &R, prober: &Prober) -> 
     // Only the identity and the API address: the running daemon writes
     // raft.db meanwhile, and a torn read must not make the task unhealthy.
     let (peer_id, api_listen) = local::read_identity(&cfg.config_dir, cfg.cluster_id_env.as_deref())?;
-    let listen = cfg
-        .api_listen_env
-        .clone()
-        .or(api_listen)
-        .unwrap_or_else(|| "/ip4/127.0.0.1/tcp/9094".into());
-    let Some(api) = api_addr(&listen) else {
-        return unhealthy(format!(
-            "cannot read the REST API address {listen:?} (api.restapi.http_listen_multiaddress)"
-        ));
+    let api = match crate::rest::local_api(cfg, api_listen) {
+        Ok(a) => a,
+        Err(why) => return unhealthy(why),
     };
     let id = match prober.id_at(api).await {
         Ok(x) => x,

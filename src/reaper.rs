@@ -79,7 +79,7 @@ pub fn context(
     local: &crate::local::LocalPeer,
     grace: Duration,
 ) -> Option<Ctx> {
-    let api = match crate::rest::local_api(cfg, local) {
+    let api = match crate::rest::local_api(cfg, local.api_listen.clone()) {
         Ok(a) => a,
         Err(e) => {
             warn!("the reaper is off: {e}");

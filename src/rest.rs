@@ -20,14 +20,15 @@ pub struct Voter {
 }
 
 /// The local daemon's REST API: CLUSTER_RESTAPI_HTTPLISTENMULTIADDRESS, else
-/// service.json's, else the daemon's default.
-pub fn local_api(cfg: &crate::config::Config, local: &crate::local::LocalPeer) -> Result<SocketAddr, String> {
+/// service.json's (`in_file`), else the daemon's default.
+pub fn local_api(cfg: &crate::config::Config, in_file: Option<String>) -> Result<SocketAddr, String> {
     let listen = cfg
         .api_listen_env
         .clone()
-        .or_else(|| local.api_listen.clone())
+        .or(in_file)
         .unwrap_or_else(|| "/ip4/127.0.0.1/tcp/9094".into());
-    crate::health::api_addr(&listen).ok_or_else(|| format!("cannot read the REST API address {listen:?}"))
+    crate::health::api_addr(&listen)
+        .ok_or_else(|| format!("cannot read the REST API address {listen:?} (api.restapi.http_listen_multiaddress)"))
 }
 
 /// Votes a raft configuration of `n` voters needs.

@@ -155,7 +155,7 @@ pub fn context(
     local: &crate::local::LocalPeer,
     task: Option<&crate::selfaddr::Task>,
 ) -> Option<Ctx> {
-    let api = match crate::rest::local_api(cfg, local) {
+    let api = match crate::rest::local_api(cfg, local.api_listen.clone()) {
         Ok(a) => a,
         Err(e) => {
             warn!("scale-in retirement is off: {e}");
