@@ -147,6 +147,8 @@ def template_task_definition():
             "mountPoints": [{"sourceVolume": m["SourceVolume"], "containerPath": m["ContainerPath"]}
                             for m in c.get("MountPoints", [])],
             "healthCheck": {"command": c["HealthCheck"]["Command"], "timeout": c["HealthCheck"]["Timeout"]},
+            # Fargate's default when unset: SIGKILL 30 s after SIGTERM.
+            "stopTimeout": c.get("StopTimeout", 30),
         })
     return td
 
