@@ -13,7 +13,7 @@ use crate::apply;
 use crate::cli::Mode;
 use crate::config::{Config, Discovery, Expect, SecretEnv};
 use crate::contact::{ContactPoint, Greeting};
-use crate::decide::{decide, Action, Decision, Facts, Me, Observed, Reason, Registration};
+use crate::decide::{decide, Action, Decision, Facts, Me, Reason};
 use crate::discovery::attributes::now_ms;
 use crate::discovery::cloudmap::CloudMap;
 use crate::discovery::dns::{self, DnsName};
@@ -33,6 +33,7 @@ use crate::rounds::{self, Backoff, Next, Round, Rounds};
 use crate::selfaddr::{self, SelfAddr, Task};
 use crate::slot::Lock;
 use crate::stateroot;
+use crate::view::{Observed, Registration};
 
 pub async fn run(cfg: Config) -> Result<i32, Error> {
     if cfg.mode == Mode::IamPolicy {

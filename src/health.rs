@@ -7,12 +7,12 @@ use std::net::SocketAddr;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::decide::Probe;
 use crate::discovery::{Candidate, Registry};
 use crate::exit::Error;
 use crate::local;
 use crate::peer::PeerId;
 use crate::probe::Prober;
+use crate::view::Probe;
 
 /// What `health` saw, as plain data.
 #[derive(Debug, Clone, PartialEq, Eq)]

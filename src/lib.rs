@@ -33,4 +33,5 @@ pub mod rounds;
 pub mod selfaddr;
 pub mod slot;
 pub mod stateroot;
+pub mod view;
 pub mod watchdog;

@@ -11,9 +11,9 @@ use tokio::net::TcpStream;
 
 use crate::config::Credentials;
 use crate::contact::{Greeting, MAGIC};
-use crate::decide::{Observed, Probe};
 use crate::discovery::Candidate;
 use crate::peer::PeerId;
+use crate::view::{Observed, Probe};
 
 #[derive(Clone)]
 pub struct Prober {

@@ -8,10 +8,11 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::decide::{decide, Action, Decision, Facts, Founded, Me, Probe, Registration};
+use crate::decide::{decide, Action, Decision, Facts, Founded, Me};
 use crate::discovery::{Candidate, Discovered};
 use crate::peer::PeerId;
 use crate::probe::Probed;
+use crate::view::{Probe, Registration};
 
 /// Jittered exponential backoff: 250 ms doubling to `cap`, each pause drawn
 /// from [d/2, d].
@@ -252,9 +253,9 @@ mod tests {
     /// (it was remembered forever, and the address stayed "wrong peer").
     #[test]
     fn an_address_that_answers_with_another_id_replaces_the_remembered_one() {
-        use crate::decide::Observed;
         use crate::peer::tests::IDS;
         use crate::peer::Consensus;
+        use crate::view::Observed;
         let id = |i: usize| PeerId::parse(IDS[i]).unwrap();
         let me = Me {
             peer_id: id(0),

@@ -24,11 +24,12 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use ipfs_cluster_bootstrap::contact::Greeting;
-use ipfs_cluster_bootstrap::decide::{Action, Me, Registration};
+use ipfs_cluster_bootstrap::decide::{Action, Me};
 use ipfs_cluster_bootstrap::discovery::{Candidate, Discovered};
 use ipfs_cluster_bootstrap::peer::{Consensus, PeerId};
 use ipfs_cluster_bootstrap::probe::{self, Api, IdResponse, Port};
 use ipfs_cluster_bootstrap::rounds::{self, Backoff, Next, Rounds};
+use ipfs_cluster_bootstrap::view::Registration;
 
 const SETTLE: Duration = Duration::from_secs(2);
 const PROBE_TIMEOUT: Duration = Duration::from_millis(300);

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::peer::tests::IDS;
+use crate::view::Registration;
 use proptest::prelude::*;
 
 fn id(i: usize) -> PeerId {

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::decide::Registration;
 use crate::peer::{Consensus, PeerId};
+use crate::view::Registration;
 
 pub const IPV4: &str = "AWS_INSTANCE_IPV4";
 pub const IPV6: &str = "AWS_INSTANCE_IPV6";

@@ -17,8 +17,8 @@ use aws_smithy_runtime_api::client::endpoint::EndpointPrefix;
 use tokio::sync::OnceCell;
 
 use super::{attributes, Discovered, DiscoveryError, ErrorKind, Registry};
-use crate::decide::Registration;
 use crate::peer::PeerId;
+use crate::view::Registration;
 
 /// Cloud Map returns at most this many instances per DiscoverInstances call.
 pub const MAX_RESULTS: i32 = 1000;

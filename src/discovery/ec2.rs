@@ -12,9 +12,9 @@ use aws_sdk_ec2::types::{Filter, Instance, Tag};
 use aws_sdk_ec2::Client;
 
 use super::{Candidate, Discovered, DiscoveryError, ErrorKind, Registry};
-use crate::decide::Registration;
 use crate::peer::PeerId;
 use crate::selfaddr::Ec2Address;
+use crate::view::Registration;
 
 /// Page size of DescribeInstances (always paginated: unpaginated, unfiltered
 /// calls use EC2's smaller throttling bucket).

@@ -14,9 +14,9 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::decide::Registration;
 use crate::exit::code;
 use crate::peer::{Consensus, PeerId};
+use crate::view::Registration;
 
 /// A registration as a backend lists it. DNS names and plain addresses carry
 /// no peer ID: the peer tells it when probed (its greeting or its `/id`).

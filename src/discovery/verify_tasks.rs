@@ -5,9 +5,9 @@
 use std::net::IpAddr;
 
 use super::{Discovered, DiscoveryError, Registry};
-use crate::decide::Registration;
 use crate::ecs::Ecs;
 use crate::peer::PeerId;
+use crate::view::Registration;
 
 /// Stale records removed per discovery round at most, and the time each may take.
 const MAX_REMOVALS_PER_ROUND: usize = 3;
