@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use tracing::{debug, warn};
+
 use crate::peer::PeerId;
 
 /// Every greeting starts with this.
@@ -78,6 +80,34 @@ pub struct ContactPoint {
 }
 
 impl ContactPoint {
+    /// This peer's contact point on the advertised address, else (an address not on this
+    /// host, behind NAT) on every address, unless --loopback-only.
+    pub async fn open(
+        ip: std::net::IpAddr,
+        port: u16,
+        greeting: Greeting,
+        loopback_only: bool,
+    ) -> Option<ContactPoint> {
+        let first = SocketAddr::new(ip, port);
+        let err = match ContactPoint::start(first, greeting.clone()).await {
+            Ok(c) => return Some(c),
+            Err(e) => e,
+        };
+        if !loopback_only {
+            let any: std::net::IpAddr = if ip.is_ipv4() {
+                [0, 0, 0, 0].into()
+            } else {
+                [0u16; 8].into()
+            };
+            if let Ok(c) = ContactPoint::start(SocketAddr::new(any, port), greeting).await {
+                debug!(address = %first, error = %err, "listening on every address instead");
+                return Some(c);
+            }
+        }
+        warn!(address = %first, error = %err, "cannot listen on the cluster port while deciding: other peers will see this one as down, so it can join a cluster but not found one");
+        None
+    }
+
     pub async fn start(addr: SocketAddr, greeting: Greeting) -> io::Result<ContactPoint> {
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;

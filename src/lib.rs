@@ -4,10 +4,10 @@
 //! decide → apply → launch. `decide` is the pure core; every other module is a
 //! thin shell around it, and `app` is the only sequencer. See ARCHITECTURE.md.
 
-pub mod app;
 pub mod apply;
 pub mod aws_http;
 pub mod cli;
+pub mod cmd;
 pub mod config;
 pub mod contact;
 pub mod daemon_args;
@@ -17,7 +17,6 @@ pub mod discovery;
 pub mod ecs;
 pub mod exit;
 pub mod genesis;
-pub mod health;
 pub mod iam;
 pub mod identity;
 pub mod launch;

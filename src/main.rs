@@ -1,6 +1,6 @@
 //! Entry point: parse, start logging, run, map the outcome to an exit code.
 
-use ipfs_cluster_bootstrap::{app, cli::Cli, cli::LogFormat, config::Config, exit::code};
+use ipfs_cluster_bootstrap::{cli::Cli, cli::LogFormat, cmd, config::Config, exit::code};
 
 fn init_logging(format: LogFormat, level: &str) {
     use tracing_subscriber::filter::{LevelFilter, Targets};
@@ -70,7 +70,7 @@ fn main() {
             .map_err(|e| {
                 ipfs_cluster_bootstrap::exit::Error::Internal(format!("cannot start the async runtime: {e}"))
             })?;
-        rt.block_on(app::run(cfg))
+        rt.block_on(cmd::main(cfg))
     });
     let exit = match result {
         Ok(c) => c,

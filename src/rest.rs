@@ -27,8 +27,25 @@ pub fn local_api(cfg: &crate::config::Config, in_file: Option<String>) -> Result
         .clone()
         .or(in_file)
         .unwrap_or_else(|| "/ip4/127.0.0.1/tcp/9094".into());
-    crate::health::api_addr(&listen)
+    api_addr(&listen)
         .ok_or_else(|| format!("cannot read the REST API address {listen:?} (api.restapi.http_listen_multiaddress)"))
+}
+
+/// The REST API's address from its multiaddr; an unspecified address means loopback.
+fn api_addr(multiaddr: &str) -> Option<SocketAddr> {
+    let first = multiaddr.split(',').next()?.trim();
+    let parts: Vec<&str> = first.split('/').collect();
+    let (ip, port): (std::net::IpAddr, u16) = match parts.as_slice() {
+        ["", "ip4" | "ip6", ip, "tcp", port, ..] => (ip.parse().ok()?, port.parse().ok()?),
+        ["", "dns" | "dns4" | "dns6", "localhost", "tcp", port, ..] => ([127, 0, 0, 1].into(), port.parse().ok()?),
+        _ => return None,
+    };
+    let ip = match ip {
+        std::net::IpAddr::V4(v4) if v4.is_unspecified() => [127, 0, 0, 1].into(),
+        std::net::IpAddr::V6(v6) if v6.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    Some(SocketAddr::new(ip, port))
 }
 
 /// Votes a raft configuration of `n` voters needs.
@@ -154,6 +171,19 @@ pub mod testing {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn api_addresses() {
+        assert_eq!(
+            super::api_addr("/ip4/0.0.0.0/tcp/9094"),
+            Some(([127, 0, 0, 1], 9094).into())
+        );
+        assert_eq!(
+            super::api_addr("/dns4/localhost/tcp/1"),
+            Some(([127, 0, 0, 1], 1).into())
+        );
+        assert_eq!(super::api_addr("/dns4/example.com/tcp/1"), None);
+    }
+
     use super::*;
 
     #[test]

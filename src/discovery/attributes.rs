@@ -31,12 +31,23 @@ pub fn encode(r: &Registration) -> Vec<(String, String)> {
         v.push((CONSENSUS.to_owned(), c.to_string()));
     }
     if let Some(set) = &r.init_peerset {
-        v.push((
-            INIT_PEERSET.to_owned(),
-            set.iter().map(PeerId::as_str).collect::<Vec<_>>().join(","),
-        ));
+        v.push((INIT_PEERSET.to_owned(), peer_set(set)));
     }
     v
+}
+
+/// A founding set as one attribute value: its peer IDs, comma-separated.
+fn peer_set(set: &[PeerId]) -> String {
+    set.iter().map(PeerId::as_str).collect::<Vec<_>>().join(",")
+}
+
+/// Whether a founding set can be published in one attribute (Cloud Map holds
+/// at most 1,024 characters: about 19 peer IDs); Err(its length) when not.
+pub fn fits(set: &[PeerId]) -> Result<(), usize> {
+    match peer_set(set).len() {
+        n if n > MAX_VALUE => Err(n),
+        _ => Ok(()),
+    }
 }
 
 pub fn format_time(ms: u64) -> String {
@@ -136,6 +147,19 @@ pub fn decode(
 mod tests {
     use super::*;
     use crate::peer::tests::IDS;
+
+    /// 19 peer IDs fit one Cloud Map attribute, 20 do not; what fits
+    /// decodes back to the same set.
+    #[test]
+    fn a_founding_set_fits_one_attribute_up_to_19_peers() {
+        let ids = |n: usize| -> Vec<PeerId> { (0..n).map(|i| PeerId::parse(IDS[i % IDS.len()]).unwrap()).collect() };
+        assert_eq!(fits(&ids(19)), Ok(()));
+        assert_eq!(fits(&ids(20)), Err(20 * 53 - 1));
+        let mut r = sample();
+        r.init_peerset = Some(ids(19));
+        let attrs: HashMap<String, String> = encode(&r).into_iter().collect();
+        assert_eq!(decode("task-1", &attrs, 9094).unwrap().init_peerset, Some(ids(19)));
+    }
 
     fn sample() -> Registration {
         Registration {

@@ -2,6 +2,7 @@
 //! peer and lists the others; it never decides anything. A failed call is an
 //! `Err`, never an empty list: "AWS call failed" must not read as "nobody is there".
 
+pub mod any;
 pub mod attributes;
 pub mod cloudmap;
 pub mod dns;

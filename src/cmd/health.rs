@@ -2,8 +2,6 @@
 //! whom it sees, discover and probe the others, then judge with `verdict`
 //! (pure). Exit 0 healthy, 1 unhealthy.
 
-use std::net::SocketAddr;
-
 use tracing::{info, warn};
 
 use crate::config::Config;
@@ -152,23 +150,6 @@ pub async fn check<R: Registry>(cfg: &Config, registry: &R, prober: &Prober) -> 
     }
 }
 
-/// The REST API's address from its multiaddr; an unspecified address means loopback.
-pub(crate) fn api_addr(multiaddr: &str) -> Option<SocketAddr> {
-    let first = multiaddr.split(',').next()?.trim();
-    let parts: Vec<&str> = first.split('/').collect();
-    let (ip, port): (std::net::IpAddr, u16) = match parts.as_slice() {
-        ["", "ip4" | "ip6", ip, "tcp", port, ..] => (ip.parse().ok()?, port.parse().ok()?),
-        ["", "dns" | "dns4" | "dns6", "localhost", "tcp", port, ..] => ([127, 0, 0, 1].into(), port.parse().ok()?),
-        _ => return None,
-    };
-    let ip = match ip {
-        std::net::IpAddr::V4(v4) if v4.is_unspecified() => [127, 0, 0, 1].into(),
-        std::net::IpAddr::V6(v6) if v6.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
-        ip => ip,
-    };
-    Some(SocketAddr::new(ip, port))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,12 +205,5 @@ mod tests {
         distinct.sort();
         distinct.dedup();
         assert_eq!(distinct.len(), HEALTH_SAMPLE, "no registration twice");
-    }
-
-    #[test]
-    fn api_addresses() {
-        assert_eq!(api_addr("/ip4/0.0.0.0/tcp/9094"), Some(([127, 0, 0, 1], 9094).into()));
-        assert_eq!(api_addr("/dns4/localhost/tcp/1"), Some(([127, 0, 0, 1], 1).into()));
-        assert_eq!(api_addr("/dns4/example.com/tcp/1"), None);
     }
 }

@@ -1,0 +1,34 @@
+//! `discover`: what the backend lists and what probing finds, as JSON.
+
+use serde::Serialize;
+
+use crate::discovery::{Discovered, Registry};
+use crate::exit::Error;
+use crate::probe::{Probed, Prober};
+use crate::view::Observed;
+
+/// `discover`: what the backend lists and what probing finds, as JSON.
+pub(super) async fn main<R: Registry>(registry: &R, prober: &Prober) -> Result<i32, Error> {
+    let Discovered { registrations, skipped } = registry.discover().await?;
+    let Probed {
+        observed: peers,
+        unidentified,
+        silent,
+    } = prober.probe_all(registrations).await;
+    #[derive(Serialize)]
+    struct Out<'a> {
+        discovery: &'a str,
+        peers: Vec<Observed>,
+        unidentified: Vec<std::net::IpAddr>,
+        silent: Vec<std::net::IpAddr>,
+        skipped: Vec<String>,
+    }
+    super::print_json(&Out {
+        discovery: registry.name(),
+        peers,
+        unidentified,
+        silent,
+        skipped,
+    });
+    Ok(0)
+}
