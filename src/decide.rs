@@ -345,9 +345,12 @@ pub fn decide(f: &Facts) -> Decision {
         .collect();
 
     // 0. Another live peer with this peer's identity: never start beside it.
+    //    Only one that answered with that ID: anything else at an old
+    //    record's address (a reused IP) would block every restart.
     if let Some(twin) = f.peers.iter().find(|o| {
         o.registration.peer_id == f.me.peer_id
             && o.registration.ip != f.me.ip
+            && o.confirmed
             && !matches!(o.probe, Probe::Down { .. } | Probe::WrongPeer { .. })
     }) {
         return done(

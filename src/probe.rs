@@ -112,8 +112,8 @@ impl Prober {
             }
             let p = self.clone();
             set.spawn(async move {
-                let (id, probe) = p.probe(&c).await;
-                (i, c, id, probe)
+                let seen = p.probe(&c).await;
+                (i, c, seen)
             });
         }
         while let Some(res) = set.join_next().await {
@@ -122,15 +122,19 @@ impl Prober {
             }
         }
         out.sort_by_key(|x| x.0);
-        collect(out.into_iter().map(|(_, c, id, probe)| (c, id, probe)))
+        collect(out.into_iter().map(|(_, c, seen)| (c, seen)))
     }
 
     /// What answers at a candidate, and the peer ID it goes by (the listed one,
     /// else the one it answered with).
-    pub async fn probe(&self, c: &Candidate) -> (Option<PeerId>, Probe) {
+    pub async fn probe(&self, c: &Candidate) -> Classified {
         if self.loopback_only && !c.ip.is_loopback() {
             let error = format!("not probed: {} is not a loopback address (--loopback-only)", c.ip);
-            return (c.peer_id.clone(), Probe::Down { error });
+            return Classified {
+                id: c.peer_id.clone(),
+                probe: Probe::Down { error },
+                confirmed: false,
+            };
         }
         let (api, port) = tokio::join!(self.api(c), self.port(c));
         if let (Api::Refused(status), false) = (&api, matches!(port, Port::Greeting(_))) {
@@ -267,9 +271,19 @@ async fn read_json<T: serde::de::DeserializeOwned>(mut resp: reqwest::Response) 
     serde_json::from_slice(&body).map_err(|e| e.to_string())
 }
 
-/// What answered at a candidate, and the peer ID it goes by (the listed one,
-/// else the one it answered with). Pure: the deterministic simulation runs it.
-pub fn classify(c: &Candidate, api: Api, port: Port) -> (Option<PeerId>, Probe) {
+/// What answered at a candidate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classified {
+    /// The peer ID it goes by: the listed one, else the one it answered with.
+    pub id: Option<PeerId>,
+    pub probe: Probe,
+    /// It answered with that peer ID itself (its REST API's `/id` or its
+    /// greeting), rather than only being listed with it.
+    pub confirmed: bool,
+}
+
+/// What answered at a candidate. Pure: the deterministic simulation runs it.
+pub fn classify(c: &Candidate, api: Api, port: Port) -> Classified {
     let answered: Option<PeerId> = match (&api, &port) {
         (Api::Id(id), _) => PeerId::parse(&id.id).ok(),
         (_, Port::Greeting(g)) => PeerId::parse(&g.peer_id).ok(),
@@ -277,14 +291,16 @@ pub fn classify(c: &Candidate, api: Api, port: Port) -> (Option<PeerId>, Probe) 
     };
     if let (Some(listed), Some(answered)) = (&c.peer_id, &answered) {
         if listed != answered {
-            return (
-                Some(listed.clone()),
-                Probe::WrongPeer {
+            return Classified {
+                id: Some(listed.clone()),
+                probe: Probe::WrongPeer {
                     answered: answered.to_string(),
                 },
-            );
+                confirmed: false,
+            };
         }
     }
+    let confirmed = answered.is_some();
     let id = c.peer_id.clone().or(answered);
     let probe = match (api, port) {
         (Api::Id(id), _) => Probe::Api {
@@ -316,18 +332,19 @@ pub fn classify(c: &Candidate, api: Api, port: Port) -> (Option<PeerId>, Probe) 
             error: format!("cluster port: {p}; REST API: {a}"),
         },
     };
-    (id, probe)
+    Classified { id, probe, confirmed }
 }
 
 /// Sorts probe results into identified peers, unidentified daemons and
 /// silent addresses, in the given order.
-pub fn collect(results: impl IntoIterator<Item = (Candidate, Option<PeerId>, Probe)>) -> Probed {
+pub fn collect(results: impl IntoIterator<Item = (Candidate, Classified)>) -> Probed {
     let mut probed = Probed::default();
-    for (c, id, probe) in results {
+    for (c, Classified { id, probe, confirmed }) in results {
         match id {
             Some(id) => probed.observed.push(Observed {
                 registration: c.identified(id),
                 probe,
+                confirmed,
             }),
             None if probe == Probe::Daemon => probed.unidentified.push(c.ip),
             None => probed.silent.push(c.ip),
@@ -409,14 +426,15 @@ mod tests {
             .unwrap();
         let p = Prober::new(Duration::from_secs(2), None, true);
         let c = Candidate::at(cp.addr.ip(), cp.addr.port(), 1, 0, None);
-        let (id, probe) = p.probe(&c).await;
+        let Classified { id, probe, .. } = p.probe(&c).await;
         assert_eq!(id.as_ref(), Some(&ids[0]));
         assert_eq!(probe, Probe::Founding { set: ids.clone() });
         // Cut short: the magic, then JSON that stops.
         let cut = server("ipfs-cluster-bootstrap/1 {\"peer_id\":\"12D3", 0).await;
         let c = Candidate::at(cut.ip(), cut.port(), 1, 0, None);
         assert!(matches!(p.port(&c).await, Port::Unreadable));
-        let (_, probe) = classify(&c, Api::Unreachable("no".into()), Port::Unreadable);
+        let Classified { probe, confirmed, .. } = classify(&c, Api::Unreachable("no".into()), Port::Unreadable);
+        assert!(!confirmed, "an unreadable greeting names no peer ID");
         assert_eq!(probe, Probe::Waiting { proposal: None });
     }
 

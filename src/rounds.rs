@@ -281,6 +281,7 @@ mod tests {
             let [c] = r.others(listed()).try_into().unwrap();
             let observed = vec![Observed {
                 registration: c.identified(as_id),
+                confirmed: probe != Probe::Daemon,
                 probe,
             }];
             r.probed(

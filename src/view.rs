@@ -66,4 +66,7 @@ pub enum Probe {
 pub struct Observed {
     pub registration: Registration,
     pub probe: Probe,
+    /// The peer answered with its peer ID itself (its REST API's `/id` or
+    /// its greeting): the address is that peer's now, not only listed as it.
+    pub confirmed: bool,
 }

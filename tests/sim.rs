@@ -425,8 +425,8 @@ impl World {
             .into_iter()
             .map(|c| {
                 let (api, port) = self.answer(&c);
-                let (id, probe) = probe::classify(&c, api, port);
-                (c, id, probe)
+                let seen = probe::classify(&c, api, port);
+                (c, seen)
             })
             .collect();
         let probed = probe::collect(results);

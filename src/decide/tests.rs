@@ -22,9 +22,15 @@ fn reg(i: usize, at: u64) -> Registration {
     }
 }
 
+/// A probe result; the peer confirmed its ID where its answer carries one
+/// (its API or its greeting).
 fn obs(i: usize, at: u64, probe: Probe) -> Observed {
     Observed {
         registration: reg(i, at),
+        confirmed: matches!(
+            probe,
+            Probe::Api { .. } | Probe::Waiting { .. } | Probe::Founding { .. }
+        ),
         probe,
     }
 }
@@ -90,17 +96,42 @@ fn existing_raft_state_starts_without_bootstrap_even_with_live_peers() {
 
 #[test]
 fn a_live_twin_with_this_peer_id_blocks_everything() {
-    let mut twin = obs(0, 900, Probe::Daemon);
-    twin.registration.ip = "127.0.0.99".parse().unwrap();
-    let mut f = facts(Consensus::Raft, 1, vec![twin.clone()]);
+    let twin = |probe: Probe| {
+        let mut t = obs(0, 900, probe);
+        t.registration.ip = "127.0.0.99".parse().unwrap();
+        t
+    };
+    let api = Probe::Api {
+        cluster_peers: vec![id(0)],
+    };
+    let mut f = facts(Consensus::Raft, 1, vec![twin(api.clone())]);
     f.me.has_state = true;
     check(&f, Action::Wait, "duplicate_identity");
+    f.peers = vec![twin(waiting(&[0]))];
+    check(&f, Action::Wait, "duplicate_identity");
+    // Only a peer that answered with this ID is a twin: a reused IP where
+    // something else listens, or a greeting that names no ID, is not, or a
+    // restart could never start.
+    let start = Action::Start { bootstrap: vec![] };
+    f.peers = vec![twin(Probe::Daemon)];
+    check(&f, start.clone(), "existing_state");
+    let mut unreadable = twin(Probe::Waiting { proposal: None });
+    unreadable.confirmed = false;
+    f.peers = vec![unreadable];
+    check(&f, start.clone(), "existing_state");
+    let mut listed_only = twin(api);
+    listed_only.confirmed = false;
+    f.peers = vec![listed_only];
+    check(&f, start, "existing_state");
     // A dead copy, or an old record of this very address, is no twin.
-    twin.probe = Probe::Down {
-        error: "refused".into(),
-    };
     check(
-        &facts(Consensus::Crdt, 1, vec![twin]),
+        &facts(
+            Consensus::Crdt,
+            1,
+            vec![twin(Probe::Down {
+                error: "refused".into(),
+            })],
+        ),
         Action::Found { init_peerset: None },
         "founder",
     );
