@@ -138,10 +138,16 @@ impl Prober {
         }
         let (api, port) = tokio::join!(self.api(c), self.port(c));
         if let (Api::Refused(status), false) = (&api, matches!(port, Port::Greeting(_))) {
-            tracing::warn!(
-                address = %c.ip, status,
-                "the peer's REST API refuses our credentials (CLUSTER_RESTAPI_BASICAUTHCREDENTIALS); counting it as a running daemon"
-            );
+            match self.sends_credentials(c) {
+                true => tracing::warn!(
+                    address = %c.ip, status,
+                    "the peer's REST API refuses our credentials (CLUSTER_RESTAPI_BASICAUTHCREDENTIALS); counting it as a running daemon"
+                ),
+                false => tracing::debug!(
+                    address = %c.ip, status,
+                    "the peer's REST API wants credentials, which go only to addresses ECS or EC2 vouches for (--verify-tasks); counting it as a running daemon"
+                ),
+            }
         }
         classify(c, api, port)
     }
@@ -178,6 +184,12 @@ impl Prober {
         })
     }
 
+    /// The REST API credentials go to this candidate: its address is
+    /// vouched for (`Candidate::vouched`), not a registry record alone.
+    fn sends_credentials(&self, c: &Candidate) -> bool {
+        self.credentials.is_some() && c.vouched
+    }
+
     async fn api(&self, r: &Candidate) -> Api {
         let host = match r.ip {
             std::net::IpAddr::V4(ip) => ip.to_string(),
@@ -185,7 +197,7 @@ impl Prober {
         };
         let get = |path: &str| {
             let mut req = self.http.get(format!("http://{host}:{}{path}", r.api_port));
-            if let Some(c) = &self.credentials {
+            if let (Some(c), true) = (&self.credentials, r.vouched) {
                 req = req.basic_auth(&c.user, Some(c.password.expose()));
             }
             req.send()
@@ -402,6 +414,53 @@ mod tests {
             Api::Unreachable(e) => assert!(e.contains("a body over"), "{e}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// The REST API credentials go to vouched-for addresses only: a Cloud
+    /// Map record alone (its IP may be anyone's now) gets a request without them.
+    #[tokio::test]
+    async fn credentials_go_only_to_vouched_for_addresses() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::<bool>::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut req = [0u8; 4096];
+                let n = s.read(&mut req).await.unwrap_or(0);
+                let text = String::from_utf8_lossy(&req[..n]).to_ascii_lowercase();
+                if text.starts_with("get /id") {
+                    log.lock().unwrap().push(text.contains("\r\nauthorization: basic "));
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .await;
+            }
+        });
+        let creds = Credentials {
+            user: "admin".into(),
+            password: crate::config::Secret::new("hunter2"),
+        };
+        let p = Prober::new(Duration::from_secs(2), Some(creds), true);
+        let record = Candidate::from(crate::view::Registration {
+            instance_id: "task-1".into(),
+            peer_id: many_ids(1).remove(0),
+            ip: addr.ip(),
+            cluster_port: 1,
+            api_port: addr.port(),
+            registered_at_ms: 0,
+            consensus: None,
+            init_peerset: None,
+        });
+        assert!(!record.vouched);
+        p.api(&record).await;
+        let verified = Candidate {
+            vouched: true,
+            ..record.clone()
+        };
+        p.api(&verified).await;
+        p.api(&Candidate::at(addr.ip(), 1, addr.port(), 0, None)).await;
+        assert_eq!(*seen.lock().unwrap(), vec![false, true, true]);
     }
 
     fn many_ids(n: usize) -> Vec<PeerId> {

@@ -116,6 +116,8 @@ impl Ec2Tags {
             rank: launched,
             consensus: None,
             init_peerset: None,
+            // Listed by EC2 as running now (the instance-state-name filter).
+            vouched: true,
         })
     }
 }

@@ -32,6 +32,12 @@ pub struct Candidate {
     pub rank: u64,
     pub consensus: Option<Consensus>,
     pub init_peerset: Option<Vec<PeerId>>,
+    /// The address is the peer's now, as a source this tool trusts says:
+    /// the operator listed it (static list, DNS name), EC2 lists the
+    /// instance running, or ECS its task RUNNING (`--verify-tasks`). A
+    /// registry record alone may be stale, its IP reused by anyone: the
+    /// REST API credentials go only to vouched-for addresses.
+    pub vouched: bool,
 }
 
 impl Candidate {
@@ -47,6 +53,7 @@ impl Candidate {
             rank,
             consensus: None,
             init_peerset: None,
+            vouched: true,
         }
     }
 
@@ -76,6 +83,7 @@ impl From<Registration> for Candidate {
             rank: r.registered_at_ms,
             consensus: r.consensus,
             init_peerset: r.init_peerset,
+            vouched: false,
         }
     }
 }

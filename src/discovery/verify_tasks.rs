@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use super::{Discovered, DiscoveryError, Registry};
+use super::{Candidate, Discovered, DiscoveryError, Registry};
 use crate::ecs::Ecs;
 use crate::peer::PeerId;
 use crate::view::Registration;
@@ -66,7 +66,11 @@ impl<R: Registry> Registry for VerifiedTasks<R> {
             .registrations
             .into_iter()
             .partition(|c| states.running.contains(&c.instance_id));
-        found.registrations = keep;
+        // Their tasks run now, so their addresses are theirs.
+        found.registrations = keep
+            .into_iter()
+            .map(|c| Candidate { vouched: true, ..c })
+            .collect();
         // Records of stopped tasks are removed, not only hidden (Cloud Map
         // lists at most 1,000 instances); a few per round, each bounded, bound
         // the calls. A failure only leaves the record hidden.
