@@ -67,10 +67,7 @@ impl<R: Registry> Registry for VerifiedTasks<R> {
             .into_iter()
             .partition(|c| states.running.contains(&c.instance_id));
         // Their tasks run now, so their addresses are theirs.
-        found.registrations = keep
-            .into_iter()
-            .map(|c| Candidate { vouched: true, ..c })
-            .collect();
+        found.registrations = keep.into_iter().map(|c| Candidate { vouched: true, ..c }).collect();
         // Records of stopped tasks are removed, not only hidden (Cloud Map
         // lists at most 1,000 instances); a few per round, each bounded, bound
         // the calls. A failure only leaves the record hidden.
