@@ -31,6 +31,17 @@ pub struct Task {
     pub awsvpc: bool,
 }
 
+impl Task {
+    /// The region in the task's ARN (`arn:aws:ecs:REGION:ACCOUNT:task/…`).
+    pub fn region(&self) -> Option<&str> {
+        let mut parts = self.arn.split(':');
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some("arn"), Some(_), Some("ecs"), Some(region)) if !region.is_empty() => Some(region),
+            _ => None,
+        }
+    }
+}
+
 /// Which instance address EC2 discovery uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Ec2Address {
@@ -264,6 +275,19 @@ mod tests {
     use super::*;
 
     const FARGATE: &str = include_str!("../tests/fixtures/task-metadata-fargate.json");
+
+    #[test]
+    fn the_region_is_read_from_the_task_arn() {
+        let task = |arn: &str| Task {
+            arn: arn.into(),
+            ..Task::default()
+        };
+        assert_eq!(task("arn:aws:ecs:eu-west-3:123456789012:task/c/0f1e").region(), Some("eu-west-3"));
+        assert_eq!(task("arn:aws-cn:ecs:cn-north-1:1:task/abc").region(), Some("cn-north-1"));
+        assert_eq!(task("arn:aws:ecs::1:task/abc").region(), None);
+        assert_eq!(task("task/abc").region(), None);
+        assert_eq!(task("arn:aws:ec2:us-east-1:1:instance/i-1").region(), None);
+    }
 
     #[test]
     fn parses_the_fargate_example() {

@@ -81,12 +81,12 @@ impl Setup {
             privileges::drop_root(cfg.run_as, (cfg.mode == Mode::Run).then_some(cfg.config_dir.as_path()))?;
         }
         let uses = Uses::of(&cfg);
+        let me = self_address(&cfg).await?;
+        let task = task(&cfg, &uses, me.as_ref()).await?;
         let sdk = match uses.aws(&cfg) {
-            true => Some(load_sdk().await),
+            true => Some(load_sdk(&cfg, task.as_ref()).await?),
             false => None,
         };
-        let me = self_address(&cfg).await?;
-        let task = task(&cfg, me.as_ref()).await?;
         if let (
             Discovery::Ec2 {
                 allow_awsvpc: false, ..
@@ -171,19 +171,28 @@ async fn self_address(cfg: &Config) -> Result<Option<SelfAddr>, Error> {
     }
 }
 
-/// This ECS task, from the self address or, for `health` and `discover`
-/// with --verify-tasks (which needs the ECS cluster), the task metadata.
-async fn task(cfg: &Config, me: Option<&SelfAddr>) -> Result<Option<Task>, Error> {
-    if me.is_some() || !cfg.verify_tasks || cfg.ecs_cluster.is_some() {
-        return Ok(me.and_then(|m| m.task.clone()));
+/// This ECS task: the self address's (`run`, `plan`), else, for `health`
+/// and `discover`, the task metadata's when AWS is called (the region in
+/// its ARN; the ECS cluster, which --verify-tasks needs).
+async fn task(cfg: &Config, uses: &Uses, me: Option<&SelfAddr>) -> Result<Option<Task>, Error> {
+    if let Some(me) = me {
+        return Ok(me.task.clone());
+    }
+    let needed = cfg.verify_tasks && cfg.ecs_cluster.is_none();
+    if !needed && !(uses.aws(cfg) && cfg.metadata_uri.is_some()) {
+        return Ok(None);
     }
     match selfaddr::task(cfg.metadata_uri.as_deref(), cfg.loopback_only).await {
         Ok(t) => Ok(t),
-        Err(e) if cfg.mode == Mode::Health => {
+        Err(e) if needed && cfg.mode != Mode::Health => Err(e),
+        Err(e) if needed => {
             warn!(error = %e, "no ECS cluster from the task metadata: registrations are not checked against ECS");
             Ok(None)
         }
-        Err(e) => Err(e),
+        Err(e) => {
+            warn!(error = %e, "cannot read the ECS task metadata (for the AWS region)");
+            Ok(None)
+        }
     }
 }
 
@@ -317,10 +326,27 @@ fn backend(
     }
 }
 
-/// The AWS SDK's shared config: our HTTP client, bounded attempts.
-async fn load_sdk() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .http_client(crate::aws_http::client())
+/// The AWS SDK's shared config: our HTTP client, bounded attempts, and the
+/// region from AWS_REGION (or AWS_DEFAULT_REGION), the AWS profile, this
+/// ECS task's ARN, and only for EC2 discovery the instance metadata
+/// service: nothing dials 169.254.169.254 for a region outside EC2.
+async fn load_sdk(cfg: &Config, task: Option<&Task>) -> Result<aws_config::SdkConfig, Error> {
+    use aws_config::meta::region::RegionProviderChain;
+    let http = crate::aws_http::client();
+    let mut region = RegionProviderChain::first_try(aws_config::environment::EnvironmentVariableRegionProvider::new())
+        .or_else(aws_config::profile::ProfileFileRegionProvider::new());
+    if let Some(r) = task.and_then(Task::region) {
+        region = region.or_else(aws_config::Region::new(r.to_owned()));
+    }
+    let ec2 = matches!(cfg.discovery, Discovery::Ec2 { .. });
+    if ec2 {
+        let provider = aws_config::provider_config::ProviderConfig::without_region().with_http_client(http.clone());
+        let imds = aws_config::imds::Client::builder().configure(&provider).build();
+        region = region.or_else(aws_config::imds::region::ImdsRegionProvider::builder().imds_client(imds).build());
+    }
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(region)
+        .http_client(http)
         .timeout_config(
             aws_config::timeout::TimeoutConfig::builder()
                 .operation_attempt_timeout(Duration::from_secs(3))
@@ -328,7 +354,14 @@ async fn load_sdk() -> aws_config::SdkConfig {
                 .build(),
         )
         .load()
-        .await
+        .await;
+    if sdk.region().is_none() {
+        return Err(Error::usage(match ec2 {
+            true => "no AWS region: set AWS_REGION (none in the environment, the AWS profile or the EC2 instance metadata)",
+            false => "no AWS region: set AWS_REGION (none in the environment, the AWS profile or the ECS task metadata)",
+        }));
+    }
+    Ok(sdk)
 }
 
 /// `--expect`, with `auto` read from the ECS service's desiredCount.

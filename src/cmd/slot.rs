@@ -17,7 +17,7 @@ pub(super) async fn main(cfg: &Config) -> Result<i32, Error> {
     let count = match cfg.expect {
         Expect::Count(n) => n,
         Expect::Auto => {
-            let sdk = super::load_sdk().await;
+            let sdk = super::load_sdk(cfg, task.as_ref()).await?;
             let cluster = cfg
                 .ecs_cluster
                 .clone()

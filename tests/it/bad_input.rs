@@ -35,6 +35,8 @@ enum Change {
     Attributes(&'static str),
     /// Cloud Map discovery with no AWS credentials anywhere.
     NoCredentials,
+    /// Cloud Map discovery outside ECS with no AWS region anywhere.
+    NoRegion,
 }
 
 struct Case {
@@ -309,6 +311,13 @@ fn cases() -> Vec<Case> {
             names: "no AWS credentials: none in the SDK's chain",
         },
         Case {
+            what: "no AWS region outside ECS and EC2",
+            change: NoRegion,
+            mode: "run",
+            exit: 64,
+            names: "no AWS region: set AWS_REGION",
+        },
+        Case {
             what: "unknown flag",
             change: Args(&["--no-such-flag"]),
             mode: "run",
@@ -559,6 +568,12 @@ fn run(case: &Case, tmp: &Path, net: &mut Net, i: usize) -> (i32, String) {
             setup
                 .env
                 .retain(|(k, _)| !matches!(k.as_str(), "AWS_ACCESS_KEY_ID" | "AWS_SECRET_ACCESS_KEY"));
+        }
+        Change::NoRegion => {
+            setup = Setup::cloudmap("http://127.0.0.1:9", "ns", "svc", "crdt", 2).arg(&["--timeout", "3s"]);
+            setup
+                .env
+                .retain(|(k, _)| !matches!(k.as_str(), "AWS_REGION" | "AWS_DEFAULT_REGION"));
         }
         Change::Attributes(attrs) => {
             let body = cloudmap_answer(attrs);
