@@ -217,8 +217,8 @@ pub struct Cli {
     #[arg(help_heading = "Launch", long, env = "BOOTSTRAP_DRY_RUN")]
     pub dry_run: bool,
 
-    /// Run the daemon as a child instead of exec: forward SIGTERM/SIGINT, deregister
-    /// when it exits, and exit with its code.
+    /// Run the daemon as a child instead of exec: forward SIGTERM, SIGINT and
+    /// SIGHUP, deregister when it exits, and exit with its code.
     #[arg(help_heading = "Launch", long, env = "BOOTSTRAP_SUPERVISE")]
     pub supervise: bool,
 

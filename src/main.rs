@@ -36,6 +36,15 @@ fn from_env(e: &clap::Error) -> Option<String> {
     let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
         return None;
     };
+    if arg == "[MODE]" {
+        // The mode is positional: it came from BOOTSTRAP_MODE when that
+        // holds the rejected value.
+        let Some(ContextValue::String(value)) = e.get(ContextKind::InvalidValue) else {
+            return None;
+        };
+        let var = "BOOTSTRAP_MODE";
+        return (std::env::var(var).ok().as_deref() == Some(value.as_str())).then(|| var.to_owned());
+    }
     let flag = arg.split_whitespace().next()?;
     let name = flag.strip_prefix("--")?;
     let var = format!("BOOTSTRAP_{}", name.replace('-', "_").to_uppercase());

@@ -13,7 +13,8 @@ use crate::exit::Error;
 /// that user's first.
 pub fn drop_root(run_as: Option<(u32, u32)>, config_dir: Option<&Path>) -> Result<(), Error> {
     let Some((uid, gid)) = run_as else {
-        if unsafe { libc::geteuid() } == 0 {
+        // Only `run` starts a daemon: the other modes have none to warn about.
+        if config_dir.is_some() && unsafe { libc::geteuid() } == 0 {
             tracing::warn!("running as root with --run-as none: the daemon will run as root");
         }
         return Ok(());

@@ -295,8 +295,61 @@ fn read_only_modes_started_as_root_create_and_chown_nothing() {
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!missing.exists(), "{mode} created the config folder: {err}");
+        assert!(!err.contains("will run as root"), "{mode} has no daemon to warn about: {err}");
         let m = std::fs::metadata(&owned).unwrap();
         assert_eq!((m.uid(), m.gid()), (0, 0), "{mode} chowned the config folder: {err}");
+    }
+}
+
+/// With no daemon to start, `plan`, `discover` and `health` kept as root
+/// (`--run-as none`) do not warn that the daemon will run as root; `run` does.
+#[test]
+fn only_run_warns_that_the_daemon_runs_as_root() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: needs root");
+        return;
+    }
+    let tmp = TempDir::new("run-as-none");
+    for mode in ["plan", "discover", "health", "run"] {
+        let out = std::process::Command::new(crate::support::bin())
+            .args([mode, "--discovery", "static", "--peers", "127.0.0.1", "--expect", "1"])
+            .args(["--advertise-ip", "127.0.0.1", "--loopback-only", "--run-as", "none", "--timeout", "1s"])
+            .args(["--daemon-bin", "/nonexistent/ipfs-cluster-service"])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("IPFS_CLUSTER_PATH", tmp.0.join("config"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.contains("the daemon will run as root"), mode == "run", "{mode}: {err}");
+    }
+}
+
+/// A rejected value from a `BOOTSTRAP_*` variable says so, the mode's too;
+/// one from the command line does not.
+#[test]
+fn a_bad_value_from_the_environment_names_its_variable() {
+    for (args, env, note) in [
+        (&[][..], ("BOOTSTRAP_TIMEOUT", "soon"), Some("BOOTSTRAP_TIMEOUT")),
+        (&[], ("BOOTSTRAP_MODE", "bogus"), Some("BOOTSTRAP_MODE")),
+        (&["bogus"], ("BOOTSTRAP_TIMEOUT", "5m"), None),
+        (&["--timeout", "soon"], ("BOOTSTRAP_TIMEOUT", "5m"), None),
+    ] {
+        let out = std::process::Command::new(crate::support::bin())
+            .args(args)
+            .env_clear()
+            .env(env.0, env.1)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?} {env:?}: {err}");
+        match note {
+            Some(var) => assert!(
+                err.contains(&format!("(the value came from the environment variable {var})")),
+                "{args:?} {env:?}: {err}"
+            ),
+            None => assert!(!err.contains("the value came from"), "{args:?} {env:?}: {err}"),
+        }
     }
 }
 
