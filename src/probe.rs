@@ -58,6 +58,9 @@ pub struct Probed {
     pub unidentified: Vec<std::net::IpAddr>,
     /// Listed without a peer ID, and nothing answered.
     pub silent: Vec<std::net::IpAddr>,
+    /// Listed without a peer ID, and not probed: not a loopback address
+    /// under --loopback-only.
+    pub not_probed: Vec<std::net::IpAddr>,
 }
 
 /// What the REST API answered.
@@ -102,6 +105,11 @@ impl Prober {
     /// answers only as a daemon, without one, is `unidentified`.
     /// At most `MAX_IN_FLIGHT` at a time (two sockets each).
     pub async fn probe_all(&self, candidates: Vec<Candidate>) -> Probed {
+        // Under --loopback-only an address elsewhere is never dialled; one
+        // without a peer ID is named as such rather than as silent.
+        let (not_probed, candidates): (Vec<Candidate>, Vec<Candidate>) = candidates
+            .into_iter()
+            .partition(|c| self.loopback_only && !c.ip.is_loopback() && c.peer_id.is_none());
         let mut set = tokio::task::JoinSet::new();
         let mut out = Vec::with_capacity(candidates.len());
         for (i, c) in candidates.into_iter().enumerate() {
@@ -122,7 +130,9 @@ impl Prober {
             }
         }
         out.sort_by_key(|x| x.0);
-        collect(out.into_iter().map(|(_, c, seen)| (c, seen)))
+        let mut probed = collect(out.into_iter().map(|(_, c, seen)| (c, seen)));
+        probed.not_probed = not_probed.into_iter().map(|c| c.ip).collect();
+        probed
     }
 
     /// What answers at a candidate, and the peer ID it goes by (the listed one,
@@ -510,5 +520,28 @@ mod tests {
             probed.silent.len() + probed.observed.len() + probed.unidentified.len(),
             n
         );
+    }
+
+    /// Under --loopback-only an address elsewhere is not probed, and says so:
+    /// listed without a peer ID it is `not_probed`, never `silent`; with one
+    /// its probe says why.
+    #[tokio::test]
+    async fn loopback_only_names_what_it_did_not_probe() {
+        let p = Prober::new(Duration::from_millis(200), None, true);
+        let elsewhere: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+        let id = many_ids(1).remove(0);
+        let probed = p
+            .probe_all(vec![
+                Candidate::at(elsewhere, 9096, 9094, 0, None),
+                Candidate::at(elsewhere, 9096, 9094, 1, Some(id)),
+                Candidate::at("127.0.0.1".parse().unwrap(), 1, 1, 2, None),
+            ])
+            .await;
+        assert_eq!(probed.not_probed, vec![elsewhere]);
+        assert_eq!(probed.silent, vec!["127.0.0.1".parse::<std::net::IpAddr>().unwrap()]);
+        match &probed.observed[0].probe {
+            Probe::Down { error } => assert!(error.contains("--loopback-only"), "{error}"),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -282,8 +282,14 @@ mod tests {
             arn: arn.into(),
             ..Task::default()
         };
-        assert_eq!(task("arn:aws:ecs:eu-west-3:123456789012:task/c/0f1e").region(), Some("eu-west-3"));
-        assert_eq!(task("arn:aws-cn:ecs:cn-north-1:1:task/abc").region(), Some("cn-north-1"));
+        assert_eq!(
+            task("arn:aws:ecs:eu-west-3:123456789012:task/c/0f1e").region(),
+            Some("eu-west-3")
+        );
+        assert_eq!(
+            task("arn:aws-cn:ecs:cn-north-1:1:task/abc").region(),
+            Some("cn-north-1")
+        );
         assert_eq!(task("arn:aws:ecs::1:task/abc").region(), None);
         assert_eq!(task("task/abc").region(), None);
         assert_eq!(task("arn:aws:ec2:us-east-1:1:instance/i-1").region(), None);

@@ -14,6 +14,7 @@ pub(super) async fn main<R: Registry>(registry: &R, prober: &Prober) -> Result<i
         observed: peers,
         unidentified,
         silent,
+        not_probed,
     } = prober.probe_all(registrations).await;
     #[derive(Serialize)]
     struct Out<'a> {
@@ -21,6 +22,9 @@ pub(super) async fn main<R: Registry>(registry: &R, prober: &Prober) -> Result<i
         peers: Vec<Observed>,
         unidentified: Vec<std::net::IpAddr>,
         silent: Vec<std::net::IpAddr>,
+        /// Not a loopback address under --loopback-only.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        not_probed: Vec<std::net::IpAddr>,
         skipped: Vec<String>,
     }
     super::print_json(&Out {
@@ -28,6 +32,7 @@ pub(super) async fn main<R: Registry>(registry: &R, prober: &Prober) -> Result<i
         peers,
         unidentified,
         silent,
+        not_probed,
         skipped,
     });
     Ok(0)

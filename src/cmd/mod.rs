@@ -342,7 +342,11 @@ async fn load_sdk(cfg: &Config, task: Option<&Task>) -> Result<aws_config::SdkCo
     if ec2 {
         let provider = aws_config::provider_config::ProviderConfig::without_region().with_http_client(http.clone());
         let imds = aws_config::imds::Client::builder().configure(&provider).build();
-        region = region.or_else(aws_config::imds::region::ImdsRegionProvider::builder().imds_client(imds).build());
+        region = region.or_else(
+            aws_config::imds::region::ImdsRegionProvider::builder()
+                .imds_client(imds)
+                .build(),
+        );
     }
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(region)
@@ -357,8 +361,12 @@ async fn load_sdk(cfg: &Config, task: Option<&Task>) -> Result<aws_config::SdkCo
         .await;
     if sdk.region().is_none() {
         return Err(Error::usage(match ec2 {
-            true => "no AWS region: set AWS_REGION (none in the environment, the AWS profile or the EC2 instance metadata)",
-            false => "no AWS region: set AWS_REGION (none in the environment, the AWS profile or the ECS task metadata)",
+            true => {
+                "no AWS region: set AWS_REGION (none in the environment, the AWS profile or the EC2 instance metadata)"
+            }
+            false => {
+                "no AWS region: set AWS_REGION (none in the environment, the AWS profile or the ECS task metadata)"
+            }
         }));
     }
     Ok(sdk)

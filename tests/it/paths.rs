@@ -295,7 +295,10 @@ fn read_only_modes_started_as_root_create_and_chown_nothing() {
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!missing.exists(), "{mode} created the config folder: {err}");
-        assert!(!err.contains("will run as root"), "{mode} has no daemon to warn about: {err}");
+        assert!(
+            !err.contains("will run as root"),
+            "{mode} has no daemon to warn about: {err}"
+        );
         let m = std::fs::metadata(&owned).unwrap();
         assert_eq!((m.uid(), m.gid()), (0, 0), "{mode} chowned the config folder: {err}");
     }
@@ -313,7 +316,15 @@ fn only_run_warns_that_the_daemon_runs_as_root() {
     for mode in ["plan", "discover", "health", "run"] {
         let out = std::process::Command::new(crate::support::bin())
             .args([mode, "--discovery", "static", "--peers", "127.0.0.1", "--expect", "1"])
-            .args(["--advertise-ip", "127.0.0.1", "--loopback-only", "--run-as", "none", "--timeout", "1s"])
+            .args([
+                "--advertise-ip",
+                "127.0.0.1",
+                "--loopback-only",
+                "--run-as",
+                "none",
+                "--timeout",
+                "1s",
+            ])
             .args(["--daemon-bin", "/nonexistent/ipfs-cluster-service"])
             .env_clear()
             .env("PATH", "/usr/bin:/bin")
@@ -321,7 +332,11 @@ fn only_run_warns_that_the_daemon_runs_as_root() {
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(err.contains("the daemon will run as root"), mode == "run", "{mode}: {err}");
+        assert_eq!(
+            err.contains("the daemon will run as root"),
+            mode == "run",
+            "{mode}: {err}"
+        );
     }
 }
 
