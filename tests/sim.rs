@@ -34,6 +34,9 @@ use ipfs_cluster_bootstrap::view::Registration;
 const SETTLE: Duration = Duration::from_secs(2);
 const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 const TIMEOUT: Duration = Duration::from_secs(120);
+/// The most a daemon takes from exec to listening on its cluster port: 5×
+/// --settle (a real crdt daemon on this machine's bed: see README).
+const START_MAX_MS: u64 = 500;
 /// Simulated time after the last start by which a launch is judged.
 const HORIZON_MS: u64 = 150_000;
 
@@ -49,10 +52,12 @@ struct Params {
     throttle: f64,
     founder_dies: bool,
     crash: f64,
+    /// The most a daemon takes from exec to listening on its cluster port.
+    start_max_ms: u64,
 }
 
 impl Params {
-    fn random(rng: &mut fastrand::Rng, delay_max_ms: u64) -> Params {
+    fn random(rng: &mut fastrand::Rng, delay_max_ms: u64, start_max_ms: u64) -> Params {
         let n = rng.usize(2..=15);
         Params {
             n,
@@ -65,6 +70,7 @@ impl Params {
             throttle: [0.0, 0.1, 0.3][rng.usize(0..3)],
             founder_dies: rng.u8(0..4) == 0,
             crash: [0.0, 0.05][rng.usize(0..2)],
+            start_max_ms: rng.u64(20..=start_max_ms.max(20)),
         }
     }
 }
@@ -145,9 +151,9 @@ fn peer_id(rng: &mut fastrand::Rng) -> PeerId {
 }
 
 impl World {
-    fn new(seed: u64, delay_max_ms: u64, tracing: bool) -> World {
+    fn new(seed: u64, delay_max_ms: u64, start_max_ms: u64, tracing: bool) -> World {
         let mut rng = fastrand::Rng::with_seed(seed);
-        let p = Params::random(&mut rng, delay_max_ms);
+        let p = Params::random(&mut rng, delay_max_ms, start_max_ms);
         let stale = p.stale;
         let ghosts: Vec<PeerId> = (0..stale).map(|_| peer_id(&mut rng)).collect();
         let mut peers = vec![];
@@ -307,7 +313,7 @@ impl World {
             },
             Phase::Lingering => {
                 self.peers[i].phase = Phase::Starting;
-                let t = self.now + self.rng.u64(20..=500);
+                let t = self.now + self.rng.u64(20..=self.p.start_max_ms);
                 self.at(t, i);
             }
             Phase::Starting => self.daemon_up(i),
@@ -483,7 +489,7 @@ impl World {
         }
         self.peers[i].pending = Some(action);
         self.peers[i].phase = Phase::Starting;
-        let t = self.now + self.rng.u64(20..=500);
+        let t = self.now + self.rng.u64(20..=self.p.start_max_ms);
         self.at(t, i);
     }
 
@@ -560,10 +566,11 @@ struct Tally {
     peers: u64,
 }
 
-fn launch(seed: u64, delay_max_ms: u64, tracing: bool, tally: &mut Tally) -> World {
-    let mut w = World::new(seed, delay_max_ms, tracing);
-    let replay =
-        format!("replay: SIM_SEED={seed} SIM_DELAY_MAX_MS={delay_max_ms} cargo test --test sim -- --nocapture");
+fn launch(seed: u64, delay_max_ms: u64, start_max_ms: u64, tracing: bool, tally: &mut Tally) -> World {
+    let mut w = World::new(seed, delay_max_ms, start_max_ms, tracing);
+    let replay = format!(
+        "replay: SIM_SEED={seed} SIM_DELAY_MAX_MS={delay_max_ms} SIM_START_MAX_MS={start_max_ms} cargo test --test sim -- --nocapture"
+    );
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         w.run();
         w
@@ -610,9 +617,10 @@ fn env_u64(k: &str) -> Option<u64> {
 #[test]
 fn launches_never_split() {
     let delay_max_ms = env_u64("SIM_DELAY_MAX_MS").unwrap_or(SETTLE.as_millis() as u64 - 500);
+    let start_max_ms = env_u64("SIM_START_MAX_MS").unwrap_or(START_MAX_MS);
     if let Some(seed) = env_u64("SIM_SEED") {
         let mut tally = Tally::default();
-        let w = launch(seed, delay_max_ms, true, &mut tally);
+        let w = launch(seed, delay_max_ms, start_max_ms, true, &mut tally);
         println!("{:?}", w.p);
         for line in &w.trace {
             println!("{line}");
@@ -629,11 +637,11 @@ fn launches_never_split() {
         ..Tally::default()
     };
     for seed in base..base + n {
-        launch(seed, delay_max_ms, false, &mut tally);
+        launch(seed, delay_max_ms, start_max_ms, false, &mut tally);
     }
     let secs = t.elapsed().as_secs_f64();
     println!(
-        "{} launches (seeds {base}..{}), visibility delay ≤ {delay_max_ms} ms, --settle {SETTLE:?}: {} split brains; \
+        "{} launches (seeds {base}..{}), visibility delay ≤ {delay_max_ms} ms, daemon start ≤ {start_max_ms} ms, --settle {SETTLE:?}: {} split brains; \
          {} ended in one cluster, {} with a live peer not running at the end; {:.1} registry calls per peer; \
          {:.0} launches/s",
         tally.launches,

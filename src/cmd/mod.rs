@@ -47,6 +47,9 @@ pub async fn main(cfg: Config) -> Result<i32, Error> {
                 lock,
             } = Setup::new(cfg).await?;
             let backend = backend(&cfg, sdk.as_ref(), ecs.clone(), me.as_ref())?;
+            if cfg.api_credentials.is_some() && matches!(backend, Backend::CloudMap(_)) {
+                info!("the REST API credentials go only to peers whose ECS task is RUNNING (--verify-tasks): without it, Cloud Map's peers are probed without them");
+            }
             let prober = Prober::new(cfg.probe_timeout, cfg.api_credentials.clone(), cfg.loopback_only);
             match (cfg.mode, me) {
                 (Mode::Health, _) => health::check(&cfg, &backend, &prober).await,
