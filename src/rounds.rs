@@ -56,6 +56,12 @@ pub fn linger(settle: Duration, probe_timeout: Duration) -> Duration {
     Backoff::new(settle, fastrand::Rng::with_seed(0)).cap + 2 * probe_timeout + Duration::from_millis(500)
 }
 
+/// How long a peer that announced its founding is taken to be starting its
+/// daemon, when its port is closed: from the sidecar's exit to the daemon
+/// listening (about a second on the real bed; 10 s in the simulation), with
+/// margin. A founder that dies meanwhile is seen as down after it.
+pub const FOUNDER_START_GRACE: Duration = Duration::from_secs(30);
+
 /// What to do after a round.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Next {
@@ -94,6 +100,10 @@ pub struct Rounds {
     confirming: bool,
     /// Peer IDs heard at an address, for registrations listed without one.
     known_ids: HashMap<(IpAddr, u16), PeerId>,
+    /// Peers heard announcing their founding: the set, and when last heard.
+    /// Between its sidecar's exit and its daemon listening a founder's port
+    /// is closed; read as down, a second founder could be chosen.
+    founders: HashMap<PeerId, (Vec<PeerId>, u64)>,
     genesis: Option<Founded>,
     pub rounds: u32,
 }
@@ -120,6 +130,7 @@ impl Rounds {
             waited: false,
             confirming: false,
             known_ids: HashMap::new(),
+            founders: HashMap::new(),
             genesis: None,
             rounds: 0,
         }
@@ -160,12 +171,26 @@ impl Rounds {
     }
 
     /// Decides on what probing found.
-    pub fn probed(&mut self, probed: Probed, now_ms: u64) -> Round {
+    pub fn probed(&mut self, mut probed: Probed, now_ms: u64) -> Round {
         self.rounds += 1;
-        for o in &probed.observed {
+        for o in &mut probed.observed {
             let r = &o.registration;
             match &o.probe {
-                Probe::Down { .. } => {}
+                Probe::Founding { set } => {
+                    self.founders.insert(r.peer_id.clone(), (set.clone(), now_ms));
+                    self.known_ids.insert((r.ip, r.cluster_port), r.peer_id.clone());
+                }
+                // A founder whose port closed lately is starting its daemon.
+                Probe::Down { .. } => {
+                    let grace = FOUNDER_START_GRACE.as_millis() as u64;
+                    if let Some((set, _)) = self
+                        .founders
+                        .get(&r.peer_id)
+                        .filter(|(_, heard)| now_ms.saturating_sub(*heard) <= grace)
+                    {
+                        o.probe = Probe::Founding { set: set.clone() };
+                    }
+                }
                 // Another peer now answers there (restarted with a new
                 // identity, or the address reused): remember that one. A
                 // listing that names its ID still goes by the listing.
@@ -310,5 +335,86 @@ mod tests {
             id(2),
         );
         assert_eq!(r.others(listed())[0].peer_id, Some(id(2)));
+    }
+
+    /// A crdt founder's port is closed from its sidecar's exit until its
+    /// daemon listens. A peer that heard it announce takes it as founding
+    /// meanwhile, and so waits rather than choose a second founder; a
+    /// founder silent past FOUNDER_START_GRACE is down.
+    #[test]
+    fn a_founder_heard_announcing_is_starting_while_its_port_is_closed() {
+        use crate::decide::Reason;
+        use crate::peer::tests::IDS;
+        use crate::peer::Consensus;
+        use crate::view::Observed;
+        let id = |i: usize| PeerId::parse(IDS[i]).unwrap();
+        let me = Me {
+            peer_id: id(1),
+            ip: "127.0.0.2".parse().unwrap(),
+            consensus: Consensus::Crdt,
+            has_state: false,
+            registered_at_ms: 20,
+        };
+        let mine = Candidate::at(me.ip, 9096, 9094, 20, Some(id(1))).identified(id(1));
+        let mut r = Rounds::new(
+            me,
+            &mine,
+            2,
+            Duration::from_secs(1),
+            Duration::from_secs(600),
+            fastrand::Rng::with_seed(1),
+        );
+        // The founder (first registered), and a third peer still waiting.
+        let peer = |i: usize, at: u64, probe: Probe| Observed {
+            registration: Candidate::at(
+                format!("127.0.0.{}", i + 1).parse().unwrap(),
+                9096,
+                9094,
+                at,
+                Some(id(i)),
+            )
+            .identified(id(i)),
+            confirmed: !matches!(probe, Probe::Down { .. }),
+            probe,
+        };
+        let waiting = || Probe::Waiting {
+            proposal: Some(vec![id(1), id(2)]),
+        };
+        let round = |r: &mut Rounds, founder: Probe, now_ms: u64| {
+            r.probed(
+                Probed {
+                    observed: vec![peer(0, 10, founder), peer(2, 30, waiting())],
+                    ..Probed::default()
+                },
+                now_ms,
+            )
+        };
+        let down = || Probe::Down {
+            error: "connection refused".into(),
+        };
+        let founding = Probe::Founding { set: vec![id(0)] };
+        let heard = round(&mut r, founding.clone(), 0);
+        assert!(
+            matches!(heard.decision.reason, Reason::PeersStarting { .. }),
+            "{}",
+            heard.decision.reason
+        );
+        let grace = FOUNDER_START_GRACE.as_millis() as u64;
+        for now in [1_000, 5_000, grace] {
+            let gap = round(&mut r, down(), now);
+            assert_eq!(gap.facts.peers[0].probe, founding, "at {now} ms");
+            assert_eq!(gap.decision.action, Action::Wait, "at {now} ms");
+        }
+        // Past the grace the founder is down: the others settle and found.
+        let mut t = grace + 1;
+        let gone = round(&mut r, down(), t);
+        assert!(matches!(gone.facts.peers[0].probe, Probe::Down { .. }));
+        while t < grace + 10_000 {
+            t += 500;
+            if round(&mut r, down(), t).decision.action != Action::Wait {
+                break;
+            }
+        }
+        assert!(t < grace + 10_000, "never founded after the founder was gone");
     }
 }

@@ -35,8 +35,9 @@ const SETTLE: Duration = Duration::from_secs(2);
 const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 const TIMEOUT: Duration = Duration::from_secs(120);
 /// The most a daemon takes from exec to listening on its cluster port: 5×
-/// --settle (a real crdt daemon on this machine's bed: see README).
-const START_MAX_MS: u64 = 500;
+/// --settle, far beyond a real daemon's start (see README). Beyond --settle
+/// a crdt founder's closed port once let a second founder be chosen.
+const START_MAX_MS: u64 = 10_000;
 /// Simulated time after the last start by which a launch is judged.
 const HORIZON_MS: u64 = 150_000;
 
@@ -81,7 +82,7 @@ enum Phase {
     Registering,
     /// Between rounds, or between a round's discover and its probes.
     Deciding,
-    /// A raft founder announcing its set before its daemon starts.
+    /// A founder announcing its founding before its daemon starts.
     Lingering,
     /// exec'd: the daemon is not listening yet.
     Starting,
@@ -469,20 +470,23 @@ impl World {
                     }
                 }
                 self.peers[i].founded = Some(init_peerset.clone());
-                if let Some(set) = init_peerset {
-                    let id = self.peers[i].id.clone();
-                    self.peers[i].greeting = Greeting::founding(&id, set);
+                // Every founder announces (raft its set, crdt itself) for
+                // one poll interval of the others before its daemon starts.
+                let id = self.peers[i].id.clone();
+                let set = init_peerset.clone().unwrap_or_else(|| vec![id.clone()]);
+                self.peers[i].greeting = Greeting::founding(&id, &set);
+                if init_peerset.is_some() {
                     let seen = (0..self.p.n)
                         .map(|_| self.now + self.rng.u64(0..=self.p.delay_max_ms))
                         .collect();
                     if let Some(r) = self.records.iter_mut().rev().find(|r| r.peer == i) {
-                        r.init_peerset = Some((set.clone(), seen));
+                        r.init_peerset = Some((set, seen));
                     }
-                    self.peers[i].phase = Phase::Lingering;
-                    self.peers[i].pending = Some(action);
-                    self.at(self.now + rounds::linger(SETTLE, PROBE_TIMEOUT).as_millis() as u64, i);
-                    return;
                 }
+                self.peers[i].phase = Phase::Lingering;
+                self.peers[i].pending = Some(action);
+                self.at(self.now + rounds::linger(SETTLE, PROBE_TIMEOUT).as_millis() as u64, i);
+                return;
             }
             Action::Wait => unreachable!("Next::Act never carries Wait"),
             _ => {}

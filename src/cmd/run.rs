@@ -366,28 +366,33 @@ impl<'a, R: Registry> Run<'a, R> {
         if apply::write_atomic(&local.peerstore, apply::peerstore_text(&decision.peerstore).as_bytes())? {
             info!(path = %local.peerstore.display(), peers = decision.peerstore.len(), "peerstore written");
         }
-        let Action::Found {
-            init_peerset: Some(set),
-        } = &decision.action
-        else {
+        let Action::Found { init_peerset } = &decision.action else {
             return Ok(());
         };
-        // Announce the founding set to members still deciding (they found
-        // with it rather than join a set that has no leader yet).
+        // Announce the founding (raft: its set; crdt: this peer) to peers
+        // still deciding: a raft member founds with the set rather than join
+        // one that has no leader yet, and everyone takes this peer as
+        // starting, not gone, while its daemon is not yet listening.
         if let Some(c) = contact {
-            c.propose(Greeting::founding(&self.me.peer_id, set));
+            let me = std::slice::from_ref(&self.me.peer_id);
+            c.propose(Greeting::founding(
+                &self.me.peer_id,
+                init_peerset.as_deref().unwrap_or(me),
+            ));
         }
-        if apply::set_init_peerset(&local::service_json(&local.config_dir), set)? {
-            info!(peers = set.len(), "service.json consensus.raft.init_peerset written");
+        if let Some(set) = init_peerset {
+            if apply::set_init_peerset(&local::service_json(&local.config_dir), set)? {
+                info!(peers = set.len(), "service.json consensus.raft.init_peerset written");
+            }
+            self.publish(set).await?;
         }
-        self.publish(set).await?;
         // Keep announcing for one poll interval of the others, so that every
-        // member still waiting sees it before our daemon takes the port.
+        // peer still waiting sees it before our daemon takes the port.
         if contact.is_some() {
             let linger = rounds::linger(self.cfg.settle, self.cfg.probe_timeout);
             debug!(
                 linger_ms = linger.as_millis() as u64,
-                "announcing the founding set before starting"
+                "announcing the founding before starting"
             );
             self.sleep(linger).await?;
         }
