@@ -17,6 +17,7 @@ configs=(
   "crdt N=3 E=2 D=1 SETTLE=2, 1 crash|holds|exhaustive|-DRAFT=0"
   "raft N=3 E=2 D=1 SETTLE=2, no crash|holds|exhaustive|-DRAFT=1 -DCRASHES=0"
   "crdt, delays beyond --settle and no agreement rule (must fail)|fails|exhaustive|-DRAFT=0 -DD=3 -DNO_AGREEMENT=1"
+  "crdt, a founder's start not remembered (must fail)|fails|exhaustive|-DRAFT=0 -DNO_MEMORY=1"
 )
 if [[ "${1:-}" == "--long" ]]; then
   configs+=(

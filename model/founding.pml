@@ -21,9 +21,13 @@
  *     found with init_peerset = the first E.
  *   - app: a non-wait decision reached after a wait is acted on only if the
  *     next round also returns one (the confirming round).
- *   - raft founders announce their set (FOUNDING) and then run; the model
- *     lets the daemon take over at any moment, which is weaker than the
- *     linger the code keeps.
+ *   - Founders announce their founding (FOUNDING: raft its set, crdt
+ *     itself) until every waiting peer that lists them has heard it (the
+ *     linger: one poll interval of the others), then close the port for as
+ *     long as their daemon takes to listen (STARTING, any number of ticks),
+ *     then run. A peer that heard a founder takes it as founding while its
+ *     port is closed (rounds' FOUNDER_START_GRACE, assumed longer than any
+ *     daemon's start); it may forget a founder that crashed.
  *   - Crashes: up to CRASHES peers stop at any point and stay down, their
  *     registrations left behind (stale records of dead peers).
  *   - A join whose target is gone by the time the daemon starts fails, and
@@ -67,13 +71,17 @@
 #define CLUSTERS 16
 #endif
 
-/* Mutations, to show the checks can fail: drop the agreement rule or the
-   confirming round. */
+/* Mutations, to show the checks can fail: drop the agreement rule, the
+   confirming round, or the memory of a founder's announcement. */
 #ifndef NO_AGREEMENT
 #define NO_AGREEMENT 0
 #endif
 #ifndef NO_CONFIRM
 #define NO_CONFIRM 0
+#endif
+
+#ifndef NO_MEMORY
+#define NO_MEMORY 0
 #endif
 
 #ifndef SKEW
@@ -85,6 +93,7 @@
 #define FOUNDING 2
 #define RUNNING  3
 #define DOWN     4
+#define STARTING 5    /* a founder's daemon starting: the port is closed */
 
 #define BIT(k)    (1 << (k))
 #define HAS(m, k) ((((m) >> (k)) & 1) == 1)
@@ -97,6 +106,7 @@ byte age[N];          /* ticks since peer k registered, up to D */
 byte stable[N];       /* ticks since peer k's view last changed, up to SETTLE */
 byte busy;            /* peers in the middle of a round */
 bool vis[N * N];      /* vis[o*N+k]: observer o's discover lists peer k */
+bool heard[N * N];    /* heard[o*N+k]: observer o heard peer k announce its founding */
 byte prop[N];         /* the proposal in peer k's greeting; 0 = none */
 byte fset[N];         /* raft: the init_peerset peer k founded with */
 bool founded[N];
@@ -227,6 +237,15 @@ end_peer:
             :: HAS(seen, j) ->
                 atomic {
                     lph[j] = phase[j];
+                    if
+                    :: phase[j] == FOUNDING && !NO_MEMORY -> heard[i * N + j] = 1
+                    :: phase[j] == STARTING && heard[i * N + j] -> lph[j] = FOUNDING
+                    :: phase[j] == STARTING && !heard[i * N + j] -> lph[j] = DOWN
+                    /* the grace for a founder that died runs out */
+                    :: phase[j] == DOWN && heard[i * N + j] -> heard[i * N + j] = 0
+                    :: phase[j] == DOWN && heard[i * N + j] -> lph[j] = FOUNDING
+                    :: else -> skip
+                    fi;
                     lprop[j] = prop[j];
                     /* evidence: the announced set, else the published one,
                        else the API's cluster_peers (the configuration) */
@@ -235,8 +254,8 @@ end_peer:
                     :: else -> lcp[j] = 0
                     fi;
                     if
-                    :: phase[j] == FOUNDING -> lev[j] = fset[j]
-                    :: phase[j] != FOUNDING && lpub[j] != 0 -> lev[j] = lpub[j]
+                    :: lph[j] == FOUNDING -> lev[j] = fset[j]
+                    :: lph[j] != FOUNDING && lpub[j] != 0 -> lev[j] = lpub[j]
                     :: else -> lev[j] = lcp[j]
                     fi
                 }
@@ -375,7 +394,7 @@ end_peer:
                 founded[i] = true;
                 cl[i] = BIT(i);
                 cm[BIT(i)] = BIT(i);
-                phase[i] = RUNNING
+                phase[i] = FOUNDING
             }
         :: act == 2 && RAFT ->
             atomic {
@@ -424,7 +443,27 @@ end_peer:
         :: else -> skip
         fi;
         atomic { act = 0; target = 0; key = 0; set = 0; busy-- }
-    :: phase[i] == FOUNDING -> phase[i] = RUNNING   /* the daemon takes the port */
+    /* the linger: every waiting peer that lists this one has heard it */
+    :: atomic {
+        phase[i] == FOUNDING ->
+        ok = true;
+        k = 0;
+        do
+        :: k < N ->
+            if
+            :: phase[k] == WAITING && vis[k * N + i] && !heard[k * N + i] && !NO_MEMORY -> ok = false
+            :: else -> skip
+            fi;
+            k++
+        :: else -> break
+        od;
+        k = 0;
+        if
+        :: ok -> phase[i] = STARTING   /* the sidecar exits; the daemon starts */
+        :: else -> skip
+        fi
+    }
+    :: phase[i] == STARTING -> phase[i] = RUNNING   /* the daemon takes the port */
     :: phase[i] != DOWN && crashes < CRASHES -> atomic { crashes++; phase[i] = DOWN }
     od
 }
