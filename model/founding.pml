@@ -1,9 +1,9 @@
 /*
  * founding.pml: a model of the founding rules of src/decide.rs and of the
- * round loop in src/app.rs that feeds them, checked with spin
+ * round loop in src/rounds.rs and src/cmd/run.rs that feeds them, checked with spin
  * (model/check.sh runs every configuration).
  *
- * What is modelled (the names are decide's and app's):
+ * What is modelled (the names are decide's and the round loop's):
  *   - Peers listen on the cluster port, then register (rank = registration
  *     time, ties broken by peer index as decide breaks them by peer ID).
  *   - Eventual consistency: each observer's discover lists a registration
@@ -19,7 +19,7 @@
  *     wait; not in the first E -> wait; a member of the first E that does not
  *     propose the same set -> wait; crdt: found when first, else wait; raft:
  *     found with init_peerset = the first E.
- *   - app: a non-wait decision reached after a wait is acted on only if the
+ *   - rounds: a non-wait decision reached after a wait is acted on only if the
  *     next round also returns one (the confirming round).
  *   - Founders announce their founding (FOUNDING: raft its set, crdt
  *     itself) until every waiting peer that lists them has heard it (the
@@ -366,7 +366,7 @@ end_peer:
                     fi
                 fi
             fi;
-            /* app: confirm a decision reached after waiting */
+            /* rounds: confirm a decision reached after waiting */
             if
             :: !NO_CONFIRM && act != 0 && waited && !confirming -> confirming = true; act = 0
             :: act != 0 -> skip
