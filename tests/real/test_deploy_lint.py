@@ -3,8 +3,9 @@ installed in .venv by scripts/setup-testbed.sh) with no error and no warning.
 
 cfn-lint checks the template against CloudFormation's resource schemas (every
 property, type, allowed value and reference) and its best practices; the
-template's agreement with the binary (variables, ports, the task role's
-actions) is tests/it/deploy.rs's. What neither checks is below: the slot
+template's command lines, environments and health checks run on the real
+daemons in test_shipped.py; what needs AWS to execute (the task role's
+actions, security groups) is tests/it/deploy.rs's. What neither checks is below: the slot
 model's shape (the deployment percentages for every allowed DesiredCount, a
 mount target for every subnet the tasks use, both containers on the state
 root). Needs no root and no network: the schemas ship in the package.
