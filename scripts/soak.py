@@ -34,11 +34,12 @@ is checked by `loopback()` (it raises), the proxy refuses other addresses, and
 the binary runs with --loopback-only. See docs/soak.md.
 """
 import argparse, concurrent.futures, json, os, random, shutil, signal, socket
-import statistics, subprocess, sys, tempfile, time, urllib.request
+import subprocess, sys, tempfile, time, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import awsproxy  # noqa: E402
+from harness import fake_peer_id, free_port, get_json, loopback, percentile, port_free, sh  # noqa: E402
 
 DOUBLE = os.path.join(ROOT, "tests", "double", "ipfs-cluster-service")
 VENV = os.path.join(ROOT, ".venv", "bin")
@@ -47,60 +48,13 @@ NAMESPACE, SERVICE = "soak", "cluster-peers"
 CLUSTER_PORT, API_PORT = 9096, 9094
 
 
-def loopback(ip):
-    """The address, or an exception unless it is loopback (the harness's network rule)."""
-    import ipaddress
-    if not ipaddress.ip_address(ip).is_loopback:
-        raise RuntimeError("soak harness refuses non-loopback address %s" % ip)
-    return ip
-
-
 def log(msg):
     print(time.strftime("%H:%M:%S ") + msg, flush=True)
 
 
 # ------------------------------------------------------------------ helpers
-B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-
-
-def b58enc(b):
-    n, out = int.from_bytes(b, "big"), ""
-    while n:
-        n, r = divmod(n, 58)
-        out = B58[r] + out
-    return "1" * (len(b) - len(b.lstrip(b"\0"))) + out
-
-
-def fake_peer_id(rng):
-    """A well-formed Ed25519 peer ID (identity multihash of a protobuf public key)."""
-    return b58enc(b"\x00\x24\x08\x01\x12\x20" + bytes(rng.getrandbits(8) for _ in range(32)))
-
-
 def rfc3339_ms(t):
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%03dZ" % int(t % 1 * 1000)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_free(ip, port):
-    with socket.socket() as s:
-        try:
-            s.bind((loopback(ip), port))
-            return True
-        except OSError:
-            return False
-
-
-def get_json(url, timeout=0.7):
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return json.load(r)
-    except Exception:
-        return None
 
 
 def pick_binary(explicit):
@@ -118,15 +72,6 @@ def pick_binary(explicit):
     if os.path.exists(rel) and os.path.getmtime(rel) > newest_src:
         return rel
     return dbg
-
-
-def pct(values, q):
-    if not values:
-        return None
-    v = sorted(values)
-    k = (len(v) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(v) - 1)
-    return v[lo] + (v[hi] - v[lo]) * (k - lo)
 
 
 # ------------------------------------------------------------------ parameters
@@ -811,7 +756,7 @@ def summarize(records, cmdline, binary, run_seed):
              "- run seed(s): %s" % (", ".join(sorted({str(r.get("run_seed")) for r in records})) or run_seed),
              "- binary: %s" % "; ".join(sorted({"`%s` (%s)" % (r.get("binary"), r.get("source"))
                                                for r in records})),
-             "- machine: `%s`, nproc %s" % (sh("uname -a"), sh("nproc")), ""]
+             "- machine: `%s`, nproc %s" % (sh(["uname", "-a"]), sh(["nproc"])), ""]
     cmds = sorted({r.get("cmdline") for r in records if r.get("cmdline")})
     if cmds:
         lines[2:3] = ["- command(s): " + "; ".join("`%s`" % c for c in cmds)]
@@ -840,8 +785,8 @@ def summarize(records, cmdline, binary, run_seed):
             sum(1 for r in rs if r.get("genesis_mismatch")) if sr else "-",
             sum(1 for r in rs if r.get("error")),
             ", ".join("%s×%d" % (k, v) for k, v in sorted(codes.items())) or "none",
-            fmt(pct(t, 0.5)), fmt(pct(t, 0.95)), fmt(max(t) if t else None),
-            fmt(pct(calls, 0.5)), max(calls) if calls else "-",
+            fmt(percentile(t, 0.5)), fmt(percentile(t, 0.95)), fmt(max(t) if t else None),
+            fmt(percentile(calls, 0.5)), max(calls) if calls else "-",
             fmt(max((r.get("visibility_max_drawn") or 0) for r in rs))))
     lines += ["", "| consensus | state root | N min–max | agreement after the last start s p50 / max | launch s p50 "
               "| founder kills | stale records | throttles | 5xx | dropped | delayed | calls while down "
@@ -853,9 +798,9 @@ def summarize(records, cmdline, binary, run_seed):
         tl = [r["t_agree_after_last_start"] for r in rs if r.get("t_agree_after_last_start") is not None]
         fmt = lambda v: "-" if v is None else "%.1f" % v
         lines.append("| %s | %s | %d–%d | %s / %s | %s | %d | %d | %d | %d | %d | %d | %d | %d |" % (
-            cons, yn(sr), min(r["n"] for r in rs), max(r["n"] for r in rs), fmt(pct(tl, 0.5)),
+            cons, yn(sr), min(r["n"] for r in rs), max(r["n"] for r in rs), fmt(percentile(tl, 0.5)),
             fmt(max(tl) if tl else None),
-            fmt(pct([r["duration"] for r in rs], 0.5)),
+            fmt(percentile([r["duration"] for r in rs], 0.5)),
             sum(1 for r in rs if (r.get("kill") or {}).get("done") and not (r.get("kill") or {}).get("skipped")),
             sum(len(r.get("stale", [])) for r in rs), fsum("throttle"), fsum("5xx"), fsum("drop"), fsum("latency"),
             fsum("down"), sum(1 for r in rs if r["faults"].get("visibility_scope") == "reader")))
@@ -897,13 +842,6 @@ def summarize(records, cmdline, binary, run_seed):
                 r.get("lone_founding"), "; ".join(r.get("genesis_problems") or []) or "-", r.get("error"),
                 "; ".join(r.get("lone_details") or []), r.get("saved")))
     return "\n".join(lines) + "\n"
-
-
-def sh(cmd):
-    try:
-        return subprocess.run(cmd.split(), capture_output=True, text=True, timeout=10).stdout.strip()
-    except OSError:
-        return "?"
 
 
 def source_info(binary):

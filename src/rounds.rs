@@ -60,7 +60,7 @@ pub fn linger(settle: Duration, probe_timeout: Duration) -> Duration {
 /// daemon, when its port is closed: from the sidecar's exit to the daemon
 /// listening (about a second on the real bed; 10 s in the simulation), with
 /// margin. A founder that dies meanwhile is seen as down after it.
-pub const FOUNDER_START_GRACE: Duration = Duration::from_secs(30);
+pub const FOUNDER_START_GRACE: Duration = Duration::from_secs(15);
 
 /// What to do after a round.
 #[derive(Debug, Clone, PartialEq, Eq)]
