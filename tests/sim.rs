@@ -35,8 +35,9 @@ const SETTLE: Duration = Duration::from_secs(2);
 const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 const TIMEOUT: Duration = Duration::from_secs(120);
 /// The most a daemon takes from exec to listening on its cluster port: 5×
-/// --settle, far beyond a real daemon's start (see README). Beyond --settle
-/// a crdt founder's closed port once let a second founder be chosen.
+/// --settle, far beyond a real daemon's start (56 to 128 ms on the real bed).
+/// Beyond --settle a crdt founder's closed port once let a second founder be
+/// chosen.
 const START_MAX_MS: u64 = 10_000;
 /// Simulated time after the last start by which a launch is judged.
 const HORIZON_MS: u64 = 150_000;
