@@ -317,6 +317,81 @@ impl Cli {
     {
         Cli::try_parse_from(daemon_as_run(argv.into_iter().map(Into::into).collect()))
     }
+
+    /// `MODE --help` (or `-h`) with a mode on the command line: that mode's
+    /// description and only the options it reads. None otherwise (the whole
+    /// help), or when the rest does not parse (clap then says what is wrong).
+    pub fn mode_help<I, T>(argv: I) -> Option<String>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString>,
+    {
+        mode_help(&daemon_as_run(argv.into_iter().map(Into::into).collect()))
+    }
+}
+
+/// The option headings each mode reads; the others' options are left out of
+/// `MODE --help`. `run` (and `plan`, which prints the daemon's argv) read all.
+fn headings(mode: Mode) -> Option<&'static [&'static str]> {
+    const PEERS: &str = "This peer and probing";
+    const STATE: &str = "State on shared storage";
+    Some(match mode {
+        Mode::Run | Mode::Plan => return None,
+        Mode::Discover => &["Discovery", "ECS", PEERS, "Logging"],
+        Mode::Health => &["Discovery", "ECS", PEERS, STATE, "Logging"],
+        Mode::IamPolicy => &["Discovery", "ECS", "Founding", STATE, "Launch", "Logging"],
+        Mode::Slot => &["Founding", "ECS", STATE, "Logging"],
+    })
+}
+
+fn mode_help(argv: &[std::ffi::OsString]) -> Option<String> {
+    use clap::CommandFactory;
+    let end = argv.iter().position(|a| a == "--").unwrap_or(argv.len());
+    if !argv[..end].iter().any(|a| a == "-h" || a == "--help") {
+        return None;
+    }
+    let rest: Vec<&std::ffi::OsString> = argv.iter().filter(|a| *a != "-h" && *a != "--help").collect();
+    let matches = Cli::command().try_get_matches_from(rest).ok()?;
+    if matches.value_source("mode") != Some(clap::parser::ValueSource::CommandLine) {
+        return None;
+    }
+    let mode = *matches.get_one::<Mode>("mode")?;
+    let name = mode.to_possible_value()?.get_name().to_owned();
+    let about = mode
+        .to_possible_value()?
+        .get_help()
+        .map(|h| h.to_string())
+        .unwrap_or_default();
+    let usage = match mode {
+        Mode::Slot => "ipfs-cluster-bootstrap slot --state-root DIR [OPTIONS] -- PROGRAM [ARGS]".to_owned(),
+        Mode::Run | Mode::Plan => format!("ipfs-cluster-bootstrap {name} [OPTIONS] [-- DAEMON_ARGS]"),
+        _ => format!("ipfs-cluster-bootstrap {name} [OPTIONS]"),
+    };
+    let mut cmd = Cli::command().about(about).override_usage(usage);
+    if mode == Mode::Slot {
+        cmd = cmd.mut_arg("daemon_args", |a| {
+            a.value_name("PROGRAM [ARGS]")
+                .help("The program to exec holding the slot (kubo's start script), and its arguments")
+        });
+    }
+    if let Some(keep) = headings(mode) {
+        let hide: Vec<clap::Id> = cmd
+            .get_arguments()
+            .filter(|a| {
+                let id = a.get_id().as_str();
+                // Only `run` retires or reaps (`iam-policy` grants what they call).
+                id != "mode"
+                    && (!a.get_help_heading().is_some_and(|h| keep.contains(&h))
+                        || (mode != Mode::IamPolicy && matches!(id, "scale_in_timeout" | "reap_after")))
+            })
+            .filter(|a| !(mode == Mode::Slot && a.get_id() == "daemon_args"))
+            .map(|a| a.get_id().clone())
+            .collect();
+        for id in hide {
+            cmd = cmd.mut_arg(id, |a| a.hide(true));
+        }
+    }
+    Some(cmd.render_help().to_string())
 }
 
 /// `[OPTIONS] daemon ARGS…` → `[OPTIONS] daemon -- ARGS…`: when the first
@@ -361,6 +436,40 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_args(std::iter::once("ipfs-cluster-bootstrap").chain(args.iter().copied()))
+    }
+
+    /// `MODE --help` shows that mode's options only; `--help` alone, all.
+    #[test]
+    fn each_mode_has_its_own_help() {
+        let help =
+            |args: &[&str]| Cli::mode_help(std::iter::once("ipfs-cluster-bootstrap").chain(args.iter().copied()));
+        let health = help(&["health", "--help"]).unwrap();
+        assert!(
+            health.contains("Usage: ipfs-cluster-bootstrap health [OPTIONS]"),
+            "{health}"
+        );
+        assert!(
+            health.contains("--discovery") && health.contains("--state-root"),
+            "{health}"
+        );
+        assert!(
+            !health.contains("--supervise") && !health.contains("--settle"),
+            "{health}"
+        );
+        let slot = help(&["--state-root", "/x", "slot", "-h"]).unwrap();
+        assert!(
+            slot.contains("-- PROGRAM [ARGS]") && slot.contains("--slot-file"),
+            "{slot}"
+        );
+        assert!(
+            !slot.contains("--probe-timeout") && !slot.contains("ipfs-cluster-service daemon`: its own"),
+            "{slot}"
+        );
+        let run = help(&["run", "--help"]).unwrap();
+        assert!(run.contains("--supervise") && run.contains("--discovery"), "{run}");
+        assert_eq!(help(&["--help"]), None, "no mode given: the whole help");
+        assert_eq!(help(&["health"]), None, "no help asked");
+        assert_eq!(help(&["health", "--", "--help"]), None, "a daemon argument");
     }
 
     /// The official image's CMD: `daemon`, and what users put after it.

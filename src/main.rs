@@ -59,6 +59,10 @@ fn main() {
         let rest: Vec<String> = args[2..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
         std::process::exit(ipfs_cluster_bootstrap::watchdog::main(&rest));
     }
+    if let Some(help) = Cli::mode_help(std::env::args_os()) {
+        print!("{help}");
+        std::process::exit(code::OK);
+    }
     let cli = match Cli::try_parse_args(std::env::args_os()) {
         Ok(c) => c,
         Err(e) => {

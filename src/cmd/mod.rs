@@ -182,7 +182,8 @@ async fn task(cfg: &Config, uses: &Uses, me: Option<&SelfAddr>) -> Result<Option
         return Ok(me.task.clone());
     }
     let needed = cfg.verify_tasks && cfg.ecs_cluster.is_none();
-    if !needed && !(uses.aws(cfg) && cfg.metadata_uri.is_some()) {
+    let for_region = uses.aws(cfg) && cfg.metadata_uri.is_some();
+    if !needed && !for_region {
         return Ok(None);
     }
     match selfaddr::task(cfg.metadata_uri.as_deref(), cfg.loopback_only).await {
