@@ -98,8 +98,10 @@ pub fn listen_port(addrs: &[String]) -> Result<u16, String> {
         return Err("is empty: the daemon stops (\"cluster.listen_multiaddress is undefined\")".into());
     }
     for a in addrs {
-        let parts: Vec<&str> = a.split('/').collect();
-        if let ["", "ip4" | "ip6" | "dns" | "dns4" | "dns6", _, "tcp", port, ..] = parts[..] {
+        if let Ok(crate::peer::Multiaddr {
+            tcp_port: Some(port), ..
+        }) = crate::peer::Multiaddr::parse(a)
+        {
             return match port.parse::<u16>() {
                 Ok(0) => Err(format!(
                     "{a:?} listens on a random port (tcp/0): peers could not know where to dial"

@@ -117,19 +117,74 @@ pub struct PeerAddr {
 impl PeerAddr {
     /// Parses the multiaddr forms this tool writes: `/ip4|ip6/IP/tcp/PORT/p2p|ipfs/ID`.
     pub fn parse(text: &str) -> Result<PeerAddr, String> {
-        let parts: Vec<&str> = text.trim().split('/').collect();
+        let text = text.trim();
         let err = |why: &str| format!("{text:?} is not a /ip4|ip6/IP/tcp/PORT/p2p/PEER_ID multiaddr: {why}");
-        match parts.as_slice() {
-            ["", proto @ ("ip4" | "ip6"), ip, "tcp", port, "p2p" | "ipfs", id] => {
-                let ip: IpAddr = ip.parse().map_err(|_| err("bad IP address"))?;
-                if (*proto == "ip4") != ip.is_ipv4() {
-                    return Err(err("the IP does not match the protocol"));
+        let m = Multiaddr::parse(text).map_err(err)?;
+        let (Host::Ip(ip), Some(port), Some(id)) = (m.host, m.tcp_port, m.p2p()) else {
+            return Err(err("unexpected shape"));
+        };
+        let port: u16 = port.parse().map_err(|_| err("bad TCP port"))?;
+        let peer_id = PeerId::parse(id).map_err(|e| err(&e.to_string()))?;
+        Ok(PeerAddr { ip, port, peer_id })
+    }
+}
+
+/// A multiaddr's host: an IP address (`/ip4`, `/ip6`) or a name (`/dns`,
+/// `/dns4`, `/dns6`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Host<'a> {
+    Ip(IpAddr),
+    Name(&'a str),
+}
+
+/// A multiaddr as far as this tool reads them: `/PROTO/HOST[/tcp/PORT][/…]`,
+/// where PROTO is ip4, ip6, dns, dns4 or dns6. The one multiaddr reader:
+/// listen addresses, `--peers`, `--bootstrap` addresses, the REST API's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Multiaddr<'a> {
+    pub host: Host<'a>,
+    /// The TCP port as written, when `/tcp/PORT` follows the host.
+    pub tcp_port: Option<&'a str>,
+    /// The components after the host and TCP port (`["p2p", ID]`, `["udp", …]`).
+    pub rest: Vec<&'a str>,
+}
+
+impl<'a> Multiaddr<'a> {
+    pub fn parse(text: &'a str) -> Result<Multiaddr<'a>, &'static str> {
+        let mut parts = text
+            .strip_prefix('/')
+            .ok_or("not a multiaddr (no leading /)")?
+            .split('/');
+        let (proto, host) = (parts.next().unwrap_or_default(), parts.next().ok_or("no host")?);
+        let host = match proto {
+            "ip4" | "ip6" => {
+                let ip: IpAddr = host.parse().map_err(|_| "bad IP address")?;
+                if (proto == "ip4") != ip.is_ipv4() {
+                    return Err("the IP does not match the protocol");
                 }
-                let port: u16 = port.parse().map_err(|_| err("bad TCP port"))?;
-                let peer_id = PeerId::parse(id).map_err(|e| err(&e.to_string()))?;
-                Ok(PeerAddr { ip, port, peer_id })
+                Host::Ip(ip)
             }
-            _ => Err(err("unexpected shape")),
+            "dns" | "dns4" | "dns6" if !host.is_empty() => Host::Name(host),
+            _ => return Err("unknown protocol or empty host"),
+        };
+        let mut rest: Vec<&str> = parts.collect();
+        let tcp_port = match rest.as_slice() {
+            ["tcp", port, ..] => {
+                let port = *port;
+                rest.drain(..2);
+                Some(port)
+            }
+            _ => None,
+        };
+        Ok(Multiaddr { host, tcp_port, rest })
+    }
+
+    /// The peer ID component's text, when the rest is exactly `/p2p/ID` (or
+    /// the older `/ipfs/ID`).
+    pub fn p2p(&self) -> Option<&'a str> {
+        match self.rest.as_slice() {
+            ["p2p" | "ipfs", id] => Some(id),
+            _ => None,
         }
     }
 }
@@ -195,5 +250,23 @@ pub(crate) mod tests {
         assert!(PeerAddr::parse(&format!("/ip4/::1/tcp/9096/p2p/{}", IDS[1])).is_err());
         assert!(PeerAddr::parse("/dns4/x/tcp/9096").is_err());
         assert!(PeerAddr::parse(&format!("/ip4/127.0.0.1/tcp/99999/p2p/{}", IDS[1])).is_err());
+    }
+
+    /// The one multiaddr reader: hosts by protocol, the TCP port, the rest.
+    #[test]
+    fn multiaddrs_are_read_one_way() {
+        let m = Multiaddr::parse("/ip4/10.0.0.5/tcp/9096/p2p/X").unwrap();
+        assert_eq!(m.host, Host::Ip("10.0.0.5".parse().unwrap()));
+        assert_eq!((m.tcp_port, m.p2p()), (Some("9096"), Some("X")));
+        let m = Multiaddr::parse("/dns4/peer-1.local/tcp/9096").unwrap();
+        assert_eq!((m.host, m.tcp_port, m.rest.len()), (Host::Name("peer-1.local"), Some("9096"), 0));
+        let m = Multiaddr::parse("/ip6/::/udp/9096/quic").unwrap();
+        assert_eq!((m.tcp_port, m.rest), (None, vec!["udp", "9096", "quic"]));
+        assert_eq!(Multiaddr::parse("/ip4/::1/tcp/1").unwrap_err(), "the IP does not match the protocol");
+        assert_eq!(Multiaddr::parse("/ip4/x/tcp/1").unwrap_err(), "bad IP address");
+        assert_eq!(Multiaddr::parse("10.0.0.5").unwrap_err(), "not a multiaddr (no leading /)");
+        assert!(Multiaddr::parse("/unix/tmp/sock").is_err());
+        assert!(Multiaddr::parse("/dns4//tcp/1").is_err());
+        assert!(Multiaddr::parse("/ip4").is_err());
     }
 }

@@ -33,19 +33,16 @@ pub fn local_api(cfg: &crate::config::Config, in_file: Option<String>) -> Result
 
 /// The REST API's address from its multiaddr; an unspecified address means loopback.
 fn api_addr(multiaddr: &str) -> Option<SocketAddr> {
-    let first = multiaddr.split(',').next()?.trim();
-    let parts: Vec<&str> = first.split('/').collect();
-    let (ip, port): (std::net::IpAddr, u16) = match parts.as_slice() {
-        ["", "ip4" | "ip6", ip, "tcp", port, ..] => (ip.parse().ok()?, port.parse().ok()?),
-        ["", "dns" | "dns4" | "dns6", "localhost", "tcp", port, ..] => ([127, 0, 0, 1].into(), port.parse().ok()?),
-        _ => return None,
+    use crate::peer::{Host, Multiaddr};
+    let m = Multiaddr::parse(multiaddr.split(',').next()?.trim()).ok()?;
+    let ip = match m.host {
+        Host::Ip(std::net::IpAddr::V4(v4)) if v4.is_unspecified() => [127, 0, 0, 1].into(),
+        Host::Ip(std::net::IpAddr::V6(v6)) if v6.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        Host::Ip(ip) => ip,
+        Host::Name("localhost") => [127, 0, 0, 1].into(),
+        Host::Name(_) => return None,
     };
-    let ip = match ip {
-        std::net::IpAddr::V4(v4) if v4.is_unspecified() => [127, 0, 0, 1].into(),
-        std::net::IpAddr::V6(v6) if v6.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
-        ip => ip,
-    };
-    Some(SocketAddr::new(ip, port))
+    Some(SocketAddr::new(ip, m.tcp_port?.parse().ok()?))
 }
 
 /// Votes a raft configuration of `n` voters needs.

@@ -232,16 +232,10 @@ fn ids(list: Option<Vec<String>>) -> Vec<PeerId> {
 
 /// `/ip4/10.0.0.5/tcp/9096/p2p/…` → 10.0.0.5, the first non-loopback IPv4.
 fn host_of(addresses: &[String]) -> Option<std::net::IpAddr> {
-    addresses.iter().find_map(|a| {
-        let parts: Vec<&str> = a.split('/').collect();
-        match parts.as_slice() {
-            ["", "ip4", ip, ..] => ip
-                .parse::<std::net::Ipv4Addr>()
-                .ok()
-                .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
-                .map(Into::into),
-            _ => None,
-        }
+    use crate::peer::{Host, Multiaddr};
+    addresses.iter().find_map(|a| match Multiaddr::parse(a).ok()?.host {
+        Host::Ip(ip @ std::net::IpAddr::V4(v4)) if !v4.is_loopback() && !v4.is_unspecified() => Some(ip),
+        _ => None,
     })
 }
 

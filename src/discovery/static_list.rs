@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use hickory_resolver::TokioResolver;
 
 use super::{dns, Candidate, Discovered, DiscoveryError, Registry};
-use crate::peer::{PeerAddr, PeerId};
+use crate::peer::{Host, Multiaddr, PeerId};
 
 /// One entry of `--peers`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,42 +31,31 @@ impl StaticPeer {
     pub fn parse(text: &str, default_port: u16) -> Result<StaticPeer, String> {
         let text = text.trim();
         if text.starts_with('/') {
-            if let Ok(a) = PeerAddr::parse(text) {
-                return Ok(StaticPeer::Addr {
-                    ip: a.ip,
-                    port: a.port,
-                    peer_id: Some(a.peer_id),
-                });
-            }
-            let parts: Vec<&str> = text.split('/').collect();
             let err = |why: &str| {
                 format!("{text:?}: {why} (forms: /ip4/IP/tcp/PORT[/p2p/ID], /dns4/HOST/tcp/PORT[/p2p/ID], IP, HOST)")
             };
-            let (proto, host, port, id) = match parts.as_slice() {
-                ["", proto, host, "tcp", port] => (*proto, *host, *port, None),
-                ["", proto, host, "tcp", port, "p2p" | "ipfs", id] => (*proto, *host, *port, Some(*id)),
-                _ => return Err(err("unexpected shape")),
+            let m = Multiaddr::parse(text).map_err(err)?;
+            let (Some(port), true) = (m.tcp_port, m.rest.is_empty() || m.p2p().is_some()) else {
+                return Err(err("unexpected shape"));
             };
             let port: u16 = port
                 .parse()
                 .ok()
                 .filter(|p| *p != 0)
                 .ok_or_else(|| err("bad TCP port"))?;
-            let peer_id = id.map(PeerId::parse).transpose().map_err(|e| err(&e.to_string()))?;
-            return match proto {
-                "ip4" | "ip6" => {
-                    let ip: IpAddr = host.parse().map_err(|_| err("bad IP address"))?;
-                    if (proto == "ip4") != ip.is_ipv4() {
-                        return Err(err("the IP does not match the protocol"));
-                    }
-                    Ok(StaticPeer::Addr { ip, port, peer_id })
-                }
-                "dns" | "dns4" | "dns6" if valid_host(host) => Ok(StaticPeer::Host {
-                    name: host.to_owned(),
+            let peer_id = m
+                .p2p()
+                .map(PeerId::parse)
+                .transpose()
+                .map_err(|e| err(&e.to_string()))?;
+            return match m.host {
+                Host::Ip(ip) => Ok(StaticPeer::Addr { ip, port, peer_id }),
+                Host::Name(name) if valid_host(name) => Ok(StaticPeer::Host {
+                    name: name.to_owned(),
                     port,
                     peer_id,
                 }),
-                _ => Err(err("unknown protocol or bad host name")),
+                Host::Name(_) => Err(err("bad host name")),
             };
         }
         if let Ok(ip) = text.parse::<IpAddr>() {
