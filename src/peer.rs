@@ -259,12 +259,21 @@ pub(crate) mod tests {
         assert_eq!(m.host, Host::Ip("10.0.0.5".parse().unwrap()));
         assert_eq!((m.tcp_port, m.p2p()), (Some("9096"), Some("X")));
         let m = Multiaddr::parse("/dns4/peer-1.local/tcp/9096").unwrap();
-        assert_eq!((m.host, m.tcp_port, m.rest.len()), (Host::Name("peer-1.local"), Some("9096"), 0));
+        assert_eq!(
+            (m.host, m.tcp_port, m.rest.len()),
+            (Host::Name("peer-1.local"), Some("9096"), 0)
+        );
         let m = Multiaddr::parse("/ip6/::/udp/9096/quic").unwrap();
         assert_eq!((m.tcp_port, m.rest), (None, vec!["udp", "9096", "quic"]));
-        assert_eq!(Multiaddr::parse("/ip4/::1/tcp/1").unwrap_err(), "the IP does not match the protocol");
+        assert_eq!(
+            Multiaddr::parse("/ip4/::1/tcp/1").unwrap_err(),
+            "the IP does not match the protocol"
+        );
         assert_eq!(Multiaddr::parse("/ip4/x/tcp/1").unwrap_err(), "bad IP address");
-        assert_eq!(Multiaddr::parse("10.0.0.5").unwrap_err(), "not a multiaddr (no leading /)");
+        assert_eq!(
+            Multiaddr::parse("10.0.0.5").unwrap_err(),
+            "not a multiaddr (no leading /)"
+        );
         assert!(Multiaddr::parse("/unix/tmp/sock").is_err());
         assert!(Multiaddr::parse("/dns4//tcp/1").is_err());
         assert!(Multiaddr::parse("/ip4").is_err());

@@ -30,6 +30,9 @@ use serde_json::Value;
 
 use crate::exit::Error;
 
+/// A page element: (key, leaf flags, value or child page id).
+type Element<'a> = (&'a [u8], u32, &'a [u8]);
+
 const MAGIC: u32 = 0xED0C_DAED;
 const HEADER: usize = 16; // page: id u64, flags u16, count u16, overflow u32
 const ELEMENT: usize = 16; // branch: pos, ksize, pgid; leaf: flags, pos, ksize, vsize
@@ -164,7 +167,7 @@ impl Bolt {
     }
 
     /// The elements of a branch or leaf page: (key, leaf flags, value or child page id).
-    fn elements(page: &[u8]) -> Result<(bool, Vec<(&[u8], u32, &[u8])>), String> {
+    fn elements(page: &[u8]) -> Result<(bool, Vec<Element<'_>>), String> {
         let (flags, count) = (le(page, 8, 2)? as u16, le(page, 10, 2)? as usize);
         let leaf = match flags {
             LEAF => true,

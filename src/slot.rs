@@ -226,13 +226,12 @@ pub fn claim_order(root: &Path, count: usize) -> io::Result<Vec<usize>> {
     Ok(members.iter().copied().chain(rest).collect())
 }
 
+/// Every slot's holder, when none is free (`None`: a holder record we could not read).
+pub type Busy = Vec<(usize, Option<Holder>)>;
+
 /// One pass over the slots in `claim_order`: the first whose lock is free,
 /// or every slot's holder when none is.
-pub fn try_claim(
-    root: &Path,
-    count: usize,
-    holder: &Holder,
-) -> io::Result<Result<Claimed, Vec<(usize, Option<Holder>)>>> {
+pub fn try_claim(root: &Path, count: usize, holder: &Holder) -> io::Result<Result<Claimed, Busy>> {
     let mut busy = Vec::new();
     for k in claim_order(root, count)? {
         let dir = slot_dir(root, k);

@@ -633,6 +633,7 @@ proptest! {
 /// of dead peers, and every round each undecided peer decides on what it sees
 /// now. Founded peers become live daemons; joiners too. The property: one
 /// cluster. crdt: at most one founder; raft: every founder uses the same set.
+#[allow(clippy::too_many_arguments)]
 fn simulate(
     consensus: Consensus,
     n: usize,

@@ -45,7 +45,7 @@ fn a_failed_join_leaves_no_state() {
     // cluster of itself. The folder is not empty (raft.db, snapshots/).
     let db = bolt(&fixture("failed-join/raft.db"));
     assert_eq!((db.current_term(), db.last_index()), (Ok(0), Ok(0)));
-    assert_eq!(has_raft_state(&fixture("failed-join")).unwrap(), false);
+    assert!(!has_raft_state(&fixture("failed-join")).unwrap());
 }
 
 #[test]
