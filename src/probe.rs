@@ -28,10 +28,65 @@ pub struct Prober {
 pub struct IdResponse {
     pub id: String,
     #[serde(default)]
-    pub cluster_peers: Option<Vec<String>>,
+    pub cluster_peers: Option<ClusterPeers>,
     /// The daemon's view of kubo: `error` is set while kubo does not answer.
     #[serde(default)]
     pub ipfs: Option<IpfsId>,
+}
+
+/// The most `cluster_peers` a probe reads from another peer's `/id`: raft
+/// sets are compared up to this size. A longer list (a large crdt cluster)
+/// is skipped unread, and its peer counts as a running daemon: at 1,000
+/// peers, reading every list was a million peer IDs decoded per round.
+pub const MAX_COMPARED_PEERS: usize = 64;
+
+/// `/id`'s `cluster_peers` as a probe reads them: at most
+/// `MAX_COMPARED_PEERS`, else only that there were more.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterPeers {
+    pub ids: Vec<String>,
+    /// The list was longer than `MAX_COMPARED_PEERS`; `ids` is then empty.
+    pub more: bool,
+}
+
+impl<'de> Deserialize<'de> for ClusterPeers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ClusterPeers, D::Error> {
+        struct Bounded;
+        impl<'de> serde::de::Visitor<'de> for Bounded {
+            type Value = ClusterPeers;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of peer IDs")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<ClusterPeers, A::Error> {
+                let mut ids = Vec::new();
+                while ids.len() < MAX_COMPARED_PEERS {
+                    match seq.next_element::<String>()? {
+                        Some(id) => ids.push(id),
+                        None => return Ok(ClusterPeers { ids, more: false }),
+                    }
+                }
+                if seq.next_element::<serde::de::IgnoredAny>()?.is_none() {
+                    return Ok(ClusterPeers { ids, more: false });
+                }
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(ClusterPeers {
+                    ids: vec![],
+                    more: true,
+                })
+            }
+        }
+        d.deserialize_seq(Bounded)
+    }
+}
+
+/// The local REST API's `/id` answer (`health`): every cluster peer.
+#[derive(Debug, Clone, Deserialize)]
+struct LocalIdResponse {
+    id: String,
+    #[serde(default)]
+    cluster_peers: Option<Vec<String>>,
+    #[serde(default)]
+    ipfs: Option<IpfsId>,
 }
 
 /// `/id`'s `ipfs` object (api/types.go: IPFSID).
@@ -176,7 +231,7 @@ impl Prober {
         if !resp.status().is_success() {
             return Err(format!("/id answered {}", resp.status()));
         }
-        let id: IdResponse = read_json(resp)
+        let id: LocalIdResponse = read_json(resp)
             .await
             .map_err(|e| format!("/id answered something else: {e}"))?;
         let peer = PeerId::parse(&id.id).map_err(|e| e.to_string())?;
@@ -325,10 +380,19 @@ pub fn classify(c: &Candidate, api: Api, port: Port) -> Classified {
     let confirmed = answered.is_some();
     let id = c.peer_id.clone().or(answered);
     let probe = match (api, port) {
+        // Too many cluster peers to compare: a running daemon, identified.
+        (
+            Api::Id(IdResponse {
+                cluster_peers: Some(ClusterPeers { more: true, .. }),
+                ..
+            }),
+            _,
+        ) => Probe::Daemon,
         (Api::Id(id), _) => Probe::Api {
             cluster_peers: id
                 .cluster_peers
                 .unwrap_or_default()
+                .ids
                 .iter()
                 .filter_map(|p| PeerId::parse(p).ok())
                 .collect(),
@@ -471,6 +535,30 @@ mod tests {
         p.api(&verified).await;
         p.api(&Candidate::at(addr.ip(), 1, addr.port(), 0, None)).await;
         assert_eq!(*seen.lock().unwrap(), vec![false, true, true]);
+    }
+
+    /// Another peer's `cluster_peers` is read up to MAX_COMPARED_PEERS; a
+    /// longer list is skipped unread and its peer is a running daemon,
+    /// identified (its /id answered with its ID).
+    #[test]
+    fn long_cluster_peer_lists_are_skipped_not_decoded() {
+        let body = |n: usize| {
+            let ids: Vec<String> = many_ids(n).iter().map(|p| p.to_string()).collect();
+            serde_json::json!({"id": many_ids(1)[0].to_string(), "cluster_peers": ids, "version": "1.1.6"}).to_string()
+        };
+        let read = |n: usize| serde_json::from_str::<IdResponse>(&body(n)).unwrap();
+        assert_eq!(read(3).cluster_peers.unwrap().ids.len(), 3);
+        let full = read(MAX_COMPARED_PEERS).cluster_peers.unwrap();
+        assert_eq!((full.ids.len(), full.more), (MAX_COMPARED_PEERS, false));
+        let long = read(MAX_COMPARED_PEERS + 1).cluster_peers.unwrap();
+        assert_eq!(long, ClusterPeers { ids: vec![], more: true });
+        let none: IdResponse = serde_json::from_str(r#"{"id": "x", "cluster_peers": null}"#).unwrap();
+        assert_eq!(none.cluster_peers, None);
+        let c = Candidate::at("127.0.0.2".parse().unwrap(), 9096, 9094, 0, None);
+        let seen = classify(&c, Api::Id(read(1000)), Port::Open);
+        assert_eq!((seen.probe, seen.confirmed, seen.id), (Probe::Daemon, true, Some(many_ids(1).remove(0))));
+        let seen = classify(&c, Api::Id(read(5)), Port::Open);
+        assert_eq!(seen.probe, Probe::Api { cluster_peers: many_ids(5) });
     }
 
     fn many_ids(n: usize) -> Vec<PeerId> {

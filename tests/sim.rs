@@ -27,7 +27,7 @@ use ipfs_cluster_bootstrap::contact::Greeting;
 use ipfs_cluster_bootstrap::decide::{Action, Me};
 use ipfs_cluster_bootstrap::discovery::{Candidate, Discovered};
 use ipfs_cluster_bootstrap::peer::{Consensus, PeerId};
-use ipfs_cluster_bootstrap::probe::{self, Api, IdResponse, Port};
+use ipfs_cluster_bootstrap::probe::{self, Api, ClusterPeers, IdResponse, Port};
 use ipfs_cluster_bootstrap::rounds::{self, Backoff, Next, Rounds};
 use ipfs_cluster_bootstrap::view::Registration;
 
@@ -418,7 +418,10 @@ impl World {
                 (
                     Api::Id(IdResponse {
                         id: p.id.to_string(),
-                        cluster_peers: Some(cluster_peers),
+                        cluster_peers: Some(ClusterPeers {
+                            ids: cluster_peers,
+                            more: false,
+                        }),
                         ipfs: None,
                     }),
                     Port::Open,
