@@ -551,14 +551,28 @@ mod tests {
         let full = read(MAX_COMPARED_PEERS).cluster_peers.unwrap();
         assert_eq!((full.ids.len(), full.more), (MAX_COMPARED_PEERS, false));
         let long = read(MAX_COMPARED_PEERS + 1).cluster_peers.unwrap();
-        assert_eq!(long, ClusterPeers { ids: vec![], more: true });
+        assert_eq!(
+            long,
+            ClusterPeers {
+                ids: vec![],
+                more: true
+            }
+        );
         let none: IdResponse = serde_json::from_str(r#"{"id": "x", "cluster_peers": null}"#).unwrap();
         assert_eq!(none.cluster_peers, None);
         let c = Candidate::at("127.0.0.2".parse().unwrap(), 9096, 9094, 0, None);
         let seen = classify(&c, Api::Id(read(1000)), Port::Open);
-        assert_eq!((seen.probe, seen.confirmed, seen.id), (Probe::Daemon, true, Some(many_ids(1).remove(0))));
+        assert_eq!(
+            (seen.probe, seen.confirmed, seen.id),
+            (Probe::Daemon, true, Some(many_ids(1).remove(0)))
+        );
         let seen = classify(&c, Api::Id(read(5)), Port::Open);
-        assert_eq!(seen.probe, Probe::Api { cluster_peers: many_ids(5) });
+        assert_eq!(
+            seen.probe,
+            Probe::Api {
+                cluster_peers: many_ids(5)
+            }
+        );
     }
 
     fn many_ids(n: usize) -> Vec<PeerId> {
