@@ -220,6 +220,8 @@ mod tests {
         }
         for bad in [
             "/ip4/10.0.0.5/tcp/0",
+            // Port 0 is refused with a peer ID too (it once went through PeerAddr).
+            "/ip4/10.0.0.5/tcp/0/p2p/12D3KooWHEZ3YnZWcqrE91bnCGJZsUS3njYBJEh7QGK3NwzrGEKn",
             "/ip4/::1/tcp/1",
             "/dns4/-x/tcp/1",
             "/quic/x",
