@@ -203,7 +203,7 @@ impl Prober {
         }
         let (api, port) = tokio::join!(self.api(c), self.port(c));
         if let (Api::Refused(status), false) = (&api, matches!(port, Port::Greeting(_))) {
-            match self.sends_credentials(c) {
+            match self.credentials_for(c).is_some() {
                 true => tracing::warn!(
                     address = %c.ip, status,
                     "the peer's REST API refuses our credentials (CLUSTER_RESTAPI_BASICAUTHCREDENTIALS); counting it as a running daemon"
@@ -251,8 +251,8 @@ impl Prober {
 
     /// The REST API credentials go to this candidate: its address is
     /// vouched for (`Candidate::vouched`), not a registry record alone.
-    fn sends_credentials(&self, c: &Candidate) -> bool {
-        self.credentials.is_some() && c.vouched
+    fn credentials_for(&self, c: &Candidate) -> Option<&Credentials> {
+        self.credentials.as_deref().filter(|_| c.vouched)
     }
 
     async fn api(&self, r: &Candidate) -> Api {
@@ -262,7 +262,7 @@ impl Prober {
         };
         let get = |path: &str| {
             let mut req = self.http.get(format!("http://{host}:{}{path}", r.api_port));
-            if let (Some(c), true) = (&self.credentials, r.vouched) {
+            if let Some(c) = self.credentials_for(r) {
                 req = req.basic_auth(&c.user, Some(c.password.expose()));
             }
             req.send()

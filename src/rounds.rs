@@ -176,11 +176,10 @@ impl Rounds {
         self.rounds += 1;
         for o in &mut probed.observed {
             let r = &o.registration;
+            if let Probe::Founding { set } = &o.probe {
+                self.founders.insert(r.peer_id.clone(), (set.clone(), now_ms));
+            }
             match &o.probe {
-                Probe::Founding { set } => {
-                    self.founders.insert(r.peer_id.clone(), (set.clone(), now_ms));
-                    self.known_ids.insert((r.ip, r.cluster_port), r.peer_id.clone());
-                }
                 // A founder whose port closed lately is starting its daemon.
                 Probe::Down { .. } => {
                     let grace = FOUNDER_START_GRACE.as_millis() as u64;

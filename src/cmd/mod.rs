@@ -200,6 +200,11 @@ async fn task(cfg: &Config, uses: &Uses, me: Option<&SelfAddr>) -> Result<Option
     }
 }
 
+/// The ECS cluster: --ecs-cluster, else this task's.
+fn ecs_cluster(cfg: &Config, task: Option<&Task>) -> Option<String> {
+    cfg.ecs_cluster.clone().or_else(|| task.and_then(|t| t.cluster.clone()))
+}
+
 /// The ECS client, in this task's cluster (or --ecs-cluster), when a
 /// feature of this run needs it.
 fn ecs_client(
@@ -211,7 +216,7 @@ fn ecs_client(
     let Some(sdk) = sdk.filter(|_| uses.ecs(cfg)) else {
         return Ok(None);
     };
-    let cluster = cfg.ecs_cluster.clone().or_else(|| task.and_then(|t| t.cluster.clone()));
+    let cluster = ecs_cluster(cfg, task);
     let needed = uses.expect_auto || cfg.verify_tasks || uses.reap;
     match cluster {
         Some(cluster) => Ok(Some(Ecs::new(sdk, cluster))),

@@ -115,7 +115,8 @@ impl<'a, R: Registry> Run<'a, R> {
             .or(task.as_ref().map(|t| t.id.clone()))
             .unwrap_or_else(|| local.peer_id.to_string());
         let mut stop = Stop::new();
-        let rank = match retry("ranking this peer", started + cfg.timeout, &mut stop, || {
+        let deadline = started + cfg.timeout;
+        let rank = match retry("ranking this peer", deadline, &mut stop, || {
             registry.rank(&local.peer_id, ip, now_ms())
         })
         .await
@@ -149,7 +150,7 @@ impl<'a, R: Registry> Run<'a, R> {
             ecs,
             lock,
             started,
-            deadline: started + cfg.timeout,
+            deadline,
             stop,
             local,
             retired,

@@ -18,15 +18,11 @@ pub(super) async fn main(cfg: &Config) -> Result<i32, Error> {
         Expect::Count(n) => n,
         Expect::Auto => {
             let sdk = super::load_sdk(cfg, task.as_ref()).await?;
-            let cluster = cfg
-                .ecs_cluster
-                .clone()
-                .or_else(|| task.as_ref().and_then(|t| t.cluster.clone()))
-                .ok_or_else(|| {
-                    Error::usage(
-                        "--expect auto needs the ECS cluster: run in ECS or set --ecs-cluster (BOOTSTRAP_ECS_CLUSTER)",
-                    )
-                })?;
+            let cluster = super::ecs_cluster(cfg, task.as_ref()).ok_or_else(|| {
+                Error::usage(
+                    "--expect auto needs the ECS cluster: run in ECS or set --ecs-cluster (BOOTSTRAP_ECS_CLUSTER)",
+                )
+            })?;
             let ecs = Ecs::new(&sdk, cluster);
             super::resolve_expect(cfg, Some(&ecs), task.as_ref()).await?
         }
