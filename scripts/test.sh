@@ -16,6 +16,8 @@ step "ipfs-cluster-service test double: self-test"
 .venv/bin/python -m unittest discover -s tests/double -p 'test_*.py'
 step "cargo test"
 cargo test --locked "${@:2}"
+step "the library without the aws feature (what fuzz/ builds on)"
+cargo check --locked --quiet --no-default-features --lib
 # The real test bed runs the binary cargo test just built (target/debug).
 step "real daemons in network namespaces (pytest tests/real)"
 .venv/bin/python -m pytest -p no:cacheprovider -q -rs tests/real

@@ -255,7 +255,7 @@ impl Config {
                 Discovery::Static { peers }
             }
             DiscoveryKind::Ec2 => {
-                let tags = crate::discovery::ec2::parse_tags(&cli.ec2_tag).unwrap_or_else(|e| {
+                let tags = parse_tags(&cli.ec2_tag).unwrap_or_else(|e| {
                     errors.push(e);
                     Default::default()
                 });
@@ -709,6 +709,26 @@ fn service_listen(config_dir: &std::path::Path) -> Result<Option<(String, Vec<St
     )))
 }
 
+/// Parses `--ec2-tag KEY=VALUE` flags: keys ANDed, values of one key ORed.
+fn parse_tags(flags: &[String]) -> Result<std::collections::BTreeMap<String, Vec<String>>, String> {
+    let mut tags: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
+    for f in flags {
+        let (k, v) = f
+            .split_once('=')
+            .ok_or_else(|| format!("--ec2-tag {f:?} is not KEY=VALUE"))?;
+        if k.is_empty() || k.len() > 128 || v.len() > 256 {
+            return Err(format!(
+                "--ec2-tag {f:?}: keys are 1 to 128 characters, values at most 256"
+            ));
+        }
+        let vs = tags.entry(k.to_owned()).or_default();
+        if !vs.iter().any(|x| x == v) {
+            vs.push(v.to_owned());
+        }
+    }
+    Ok(tags)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -731,6 +751,21 @@ mod tests {
         "--cloudmap-service",
         "svc",
     ];
+
+    #[test]
+    fn tags_and_or() {
+        let t = parse_tags(&[
+            "app=ipfs".into(),
+            "env=prod".into(),
+            "env=staging".into(),
+            "app=ipfs".into(),
+        ])
+        .unwrap();
+        assert_eq!(t["app"], vec!["ipfs"]);
+        assert_eq!(t["env"], vec!["prod", "staging"]);
+        assert!(parse_tags(&["novalue".into()]).is_err());
+        assert!(parse_tags(&["=x".into()]).is_err());
+    }
 
     #[test]
     fn defaults() {

@@ -2,11 +2,13 @@
 //!
 //! Flow: config → local peer → self address → register/discover → probe →
 //! decide → apply → launch. `decide` is the pure core; every other module is a
-//! thin shell around it, and `app` is the only sequencer. See ARCHITECTURE.md.
+//! thin shell around it, and `cmd` is the sequencer. See ARCHITECTURE.md.
 
 pub mod apply;
+#[cfg(feature = "aws")]
 pub mod aws_http;
 pub mod cli;
+#[cfg(feature = "aws")]
 pub mod cmd;
 pub mod config;
 pub mod contact;
@@ -14,6 +16,7 @@ pub mod daemon_args;
 pub mod daemon_env;
 pub mod decide;
 pub mod discovery;
+#[cfg(feature = "aws")]
 pub mod ecs;
 pub mod exit;
 pub mod genesis;
@@ -25,8 +28,10 @@ pub mod peer;
 pub mod privileges;
 pub mod probe;
 pub mod raftstate;
+#[cfg(feature = "aws")]
 pub mod reaper;
 pub mod rest;
+#[cfg(feature = "aws")]
 pub mod retire;
 pub mod rounds;
 pub mod selfaddr;

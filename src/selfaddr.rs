@@ -134,6 +134,7 @@ pub async fn task(metadata_uri: Option<&str>, loopback_only: bool) -> Result<Opt
 /// Resolves this peer's address. The task metadata is asked whenever it is
 /// configured (for the task), IMDS when `imds` says which address EC2
 /// discovery uses; --advertise-ip wins over both for the address.
+#[cfg(feature = "aws")]
 pub async fn resolve(
     advertise_ip: Option<IpAddr>,
     metadata_uri: Option<&str>,
@@ -190,6 +191,7 @@ pub async fn resolve(
 
 /// This instance's ID and address from IMDSv2 (aws-config's client, which
 /// honours AWS_EC2_METADATA_SERVICE_ENDPOINT).
+#[cfg(feature = "aws")]
 async fn instance_from_imds(kind: Ec2Address) -> Result<(String, IpAddr), Error> {
     let client = aws_config::imds::Client::builder()
         .configure(

@@ -2,13 +2,22 @@
 //! peer and lists the others; it never decides anything. A failed call is an
 //! `Err`, never an empty list: "AWS call failed" must not read as "nobody is there".
 
+#[cfg(feature = "aws")]
 pub mod any;
 pub mod attributes;
+#[cfg(feature = "aws")]
 pub mod cloudmap;
 pub mod dns;
+#[cfg(feature = "aws")]
 pub mod ec2;
+#[cfg(feature = "aws")]
+mod sdk;
 pub mod static_list;
+#[cfg(feature = "aws")]
 pub mod verify_tasks;
+
+#[cfg(feature = "aws")]
+pub use sdk::sdk_error;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -169,72 +178,6 @@ impl DiscoveryError {
 
 impl std::error::Error for DiscoveryError {}
 
-/// What an AWS SDK error means for us, naming the IAM action. Every SDK crate
-/// shares these error types, so Cloud Map, EC2 and ECS map their errors here.
-pub fn sdk_error<E, R>(
-    backend: &'static str,
-    action: &'static str,
-    e: aws_sdk_servicediscovery::error::SdkError<E, R>,
-) -> DiscoveryError
-where
-    E: aws_sdk_servicediscovery::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug + 'static,
-{
-    use aws_sdk_servicediscovery::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-    if no_credentials(&e) {
-        return DiscoveryError {
-            backend,
-            action,
-            kind: ErrorKind::NoCredentials,
-            detail: "none in the SDK's chain (environment variables, profile, web identity token, ECS task \
-                     role, EC2 instance profile)"
-                .into(),
-        };
-    }
-    let kind = match &e {
-        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => ErrorKind::Unreachable,
-        _ => match e.code().unwrap_or_default() {
-            "AccessDenied"
-            | "AccessDeniedException"
-            | "UnrecognizedClientException"
-            | "InvalidSignatureException"
-            | "ExpiredTokenException"
-            | "InvalidClientTokenId"
-            | "UnauthorizedOperation"
-            | "AuthFailure" => ErrorKind::AccessDenied,
-            "RequestLimitExceeded" | "ThrottlingException" | "Throttling" | "TooManyRequestsException" => {
-                ErrorKind::Throttled
-            }
-            "NamespaceNotFound" | "ServiceNotFound" | "ClusterNotFoundException" | "ServiceNotFoundException" => {
-                ErrorKind::NotFound
-            }
-            _ => ErrorKind::Other,
-        },
-    };
-    DiscoveryError {
-        backend,
-        action,
-        kind,
-        detail: DisplayErrorContext(&e).to_string(),
-    }
-}
-
-/// Whether the SDK failed for want of credentials (its dispatch error wraps
-/// the credential chain's error).
-fn no_credentials(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(c) = err.downcast_ref::<aws_credential_types::provider::error::CredentialsError>() {
-            return matches!(
-                c,
-                aws_credential_types::provider::error::CredentialsError::CredentialsNotLoaded(_)
-            );
-        }
-        cur = err.source();
-    }
-    false
-}
-
 impl fmt::Display for DiscoveryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let hint = match self.kind {
@@ -253,44 +196,5 @@ impl fmt::Display for DiscoveryError {
             ErrorKind::Other => "failed".into(),
         };
         write!(f, "{} discovery: {} {hint}: {}", self.backend, self.action, self.detail)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use aws_sdk_servicediscovery::error::ErrorMetadata;
-    use aws_sdk_servicediscovery::error::SdkError;
-    use aws_sdk_servicediscovery::operation::discover_instances::DiscoverInstancesError;
-
-    fn service_error(code: &str) -> DiscoveryError {
-        let meta = ErrorMetadata::builder().code(code).message("m").build();
-        let err = DiscoverInstancesError::generic(meta);
-        sdk_error(
-            "cloudmap",
-            "servicediscovery:DiscoverInstances",
-            SdkError::service_error(err, ()),
-        )
-    }
-
-    #[test]
-    fn sdk_errors_map_to_kinds_and_exit_codes() {
-        for (code, kind, exit) in [
-            ("AccessDeniedException", ErrorKind::AccessDenied, code::NOPERM),
-            ("UnauthorizedOperation", ErrorKind::AccessDenied, code::NOPERM),
-            ("RequestLimitExceeded", ErrorKind::Throttled, code::UNAVAILABLE),
-            ("ThrottlingException", ErrorKind::Throttled, code::UNAVAILABLE),
-            ("NamespaceNotFound", ErrorKind::NotFound, code::CONFIG),
-            ("SomethingElse", ErrorKind::Other, code::UNAVAILABLE),
-        ] {
-            let e = service_error(code);
-            assert_eq!((e.kind, e.exit_code()), (kind, exit), "{code}");
-        }
-        let e = service_error("AccessDeniedException");
-        assert!(
-            e.to_string()
-                .contains("grant servicediscovery:DiscoverInstances to the task role"),
-            "{e}"
-        );
     }
 }
