@@ -51,6 +51,8 @@ pub(super) struct Run<'a, R> {
     supersedes: Option<String>,
     /// This peer as it registers.
     pub(super) me: Registration,
+    /// The registration is in effect (`confirm_registration`).
+    confirmed: bool,
     pub(super) me_facts: Me,
     /// Where the advertised address came from.
     source: &'static str,
@@ -157,6 +159,7 @@ impl<'a, R: Registry> Run<'a, R> {
             genesis,
             supersedes,
             me,
+            confirmed: false,
             me_facts,
             source,
             task,
@@ -204,21 +207,49 @@ impl<'a, R: Registry> Run<'a, R> {
         argv
     }
 
-    /// Opens the contact point, then registers (retried until --timeout).
+    /// Opens the contact point, then sends the registration (retried until
+    /// --timeout). Its wait until in effect overlaps the first round; see
+    /// `confirm_registration`.
     async fn register(&mut self) -> Result<Option<ContactPoint>, Error> {
         let greeting = Greeting::new(&self.me.peer_id, None);
         let contact = ContactPoint::open(self.me.ip, self.cfg.cluster_port, greeting, self.cfg.loopback_only).await;
         let (registry, me) = (self.registry, &self.me);
         match retry("registering this peer", self.deadline, &mut self.stop, || {
-            registry.register(me)
+            registry.start_register(me)
         })
         .await
         {
-            Ok(Ok(())) => info!(instance_id = %self.me.instance_id, "registered"),
+            Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e.into()),
             Err(signal) => return Err(Error::Interrupted { signal }),
         }
         Ok(contact)
+    }
+
+    /// Waits until the registration is in effect, after the first round's
+    /// discovery and probes (they do not need it: this peer's own record is
+    /// never a peer) and before any decision is acted on or waited out. A
+    /// failed registration is sent again, in full, until --timeout.
+    async fn confirm_registration(&mut self) -> Result<(), Error> {
+        if self.confirmed {
+            return Ok(());
+        }
+        if let Err(e) = self.registry.registered().await {
+            let (registry, me) = (self.registry, &self.me);
+            warn!(error = %e, "registering this peer failed; registering again");
+            match retry("registering this peer", self.deadline, &mut self.stop, || {
+                registry.register(me)
+            })
+            .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e.into()),
+                Err(signal) => return Err(Error::Interrupted { signal }),
+            }
+        }
+        self.confirmed = true;
+        info!(instance_id = %self.me.instance_id, "registered");
+        Ok(())
     }
 
     /// Decide, apply, launch: what follows a registration.
@@ -272,6 +303,7 @@ impl<'a, R: Registry> Run<'a, R> {
                             }
                         }
                         let probed = self.prober.probe_all(rounds.others(found)).await;
+                        self.confirm_registration().await?;
                         let Round { facts, decision, next } = rounds.probed(probed, since_start());
                         if let Some(c) = contact {
                             c.propose(Greeting::new(&self.me.peer_id, decision.proposal.as_deref()));

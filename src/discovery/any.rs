@@ -41,8 +41,11 @@ impl Registry for Backend {
     async fn rank(&self, me: &PeerId, ip: IpAddr, now_ms: u64) -> Result<u64, DiscoveryError> {
         each!(self, b => b.rank(me, ip, now_ms).await)
     }
-    async fn register(&self, me: &Registration) -> Result<(), DiscoveryError> {
-        each!(self, b => b.register(me).await)
+    async fn start_register(&self, me: &Registration) -> Result<(), DiscoveryError> {
+        each!(self, b => b.start_register(me).await)
+    }
+    async fn registered(&self) -> Result<(), DiscoveryError> {
+        each!(self, b => b.registered().await)
     }
     async fn deregister(&self, me: &Registration) -> Result<(), DiscoveryError> {
         each!(self, b => b.deregister(me).await)

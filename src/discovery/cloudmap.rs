@@ -29,6 +29,9 @@ pub struct CloudMap {
     service: String,
     service_id: OnceCell<String>,
     default_api_port: u16,
+    /// The registration's operation, polled in the background from
+    /// `start_register` until `registered` takes its outcome.
+    pending: std::sync::Mutex<Option<tokio::task::JoinHandle<Result<(), DiscoveryError>>>>,
 }
 
 /// The SDK always prefixes the DiscoverInstances host with `data-`, even for a
@@ -92,6 +95,7 @@ impl CloudMap {
             service,
             service_id: cell,
             default_api_port,
+            pending: std::sync::Mutex::new(None),
         }
     }
 
@@ -151,50 +155,49 @@ impl CloudMap {
             ),
         ))
     }
+}
 
-    /// Polls an asynchronous Cloud Map operation until it ends.
-    async fn wait_operation(&self, operation_id: &str) -> Result<(), DiscoveryError> {
-        const ACTION: &str = "servicediscovery:GetOperation";
-        let mut delay = Duration::from_millis(50);
-        for _ in 0..40 {
-            let out = self
-                .client
-                .get_operation()
-                .operation_id(operation_id)
-                .send()
-                .await
-                .map_err(|e| error(ACTION, e))?;
-            let op = out.operation();
-            match op.and_then(|o| o.status()) {
-                Some(OperationStatus::Success) => return Ok(()),
-                Some(OperationStatus::Fail) => {
-                    let o = op.expect("status came from it");
-                    let code = o.error_code().unwrap_or_default();
-                    let kind = if code == "ACCESS_DENIED" {
-                        ErrorKind::AccessDenied
-                    } else {
-                        ErrorKind::Other
-                    };
-                    return Err(other(
-                        "servicediscovery:RegisterInstance",
-                        kind,
-                        format!(
-                            "operation {operation_id} failed: {code} {}",
-                            o.error_message().unwrap_or_default()
-                        ),
-                    ));
-                }
-                _ => {}
+/// Polls an asynchronous Cloud Map operation until it ends.
+async fn wait_operation(client: &Client, operation_id: &str) -> Result<(), DiscoveryError> {
+    const ACTION: &str = "servicediscovery:GetOperation";
+    let mut delay = Duration::from_millis(50);
+    for _ in 0..40 {
+        let out = client
+            .get_operation()
+            .operation_id(operation_id)
+            .send()
+            .await
+            .map_err(|e| error(ACTION, e))?;
+        let op = out.operation();
+        match op.and_then(|o| o.status()) {
+            Some(OperationStatus::Success) => return Ok(()),
+            Some(OperationStatus::Fail) => {
+                let o = op.expect("status came from it");
+                let code = o.error_code().unwrap_or_default();
+                let kind = if code == "ACCESS_DENIED" {
+                    ErrorKind::AccessDenied
+                } else {
+                    ErrorKind::Other
+                };
+                return Err(other(
+                    "servicediscovery:RegisterInstance",
+                    kind,
+                    format!(
+                        "operation {operation_id} failed: {code} {}",
+                        o.error_message().unwrap_or_default()
+                    ),
+                ));
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(1));
+            _ => {}
         }
-        Err(other(
-            ACTION,
-            ErrorKind::Unreachable,
-            format!("operation {operation_id} did not finish in time"),
-        ))
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(1));
     }
+    Err(other(
+        ACTION,
+        ErrorKind::Unreachable,
+        format!("operation {operation_id} did not finish in time"),
+    ))
 }
 
 impl Registry for CloudMap {
@@ -206,8 +209,10 @@ impl Registry for CloudMap {
         Ok(now_ms)
     }
 
-    async fn register(&self, me: &Registration) -> Result<(), DiscoveryError> {
+    async fn start_register(&self, me: &Registration) -> Result<(), DiscoveryError> {
         const ACTION: &str = "servicediscovery:RegisterInstance";
+        // An earlier registration still in flight: this one replaces it.
+        let _ = self.registered().await;
         let service_id = self.service_id().await?;
         let mut req = self
             .client
@@ -225,14 +230,32 @@ impl Registry for CloudMap {
             req = req.attributes(k, v);
         }
         let out = req.send().await.map_err(|e| error(ACTION, e))?;
-        match out.operation_id() {
-            Some(op) => self.wait_operation(op).await,
+        if let Some(op) = out.operation_id() {
+            let (client, op) = (self.client.clone(), op.to_owned());
+            let wait = tokio::spawn(async move { wait_operation(&client, &op).await });
+            *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = Some(wait);
+        }
+        Ok(())
+    }
+
+    async fn registered(&self) -> Result<(), DiscoveryError> {
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match pending {
             None => Ok(()),
+            Some(wait) => wait.await.unwrap_or_else(|e| {
+                Err(other(
+                    "servicediscovery:GetOperation",
+                    ErrorKind::Other,
+                    format!("waiting for the registration: {e}"),
+                ))
+            }),
         }
     }
 
     async fn deregister(&self, me: &Registration) -> Result<(), DiscoveryError> {
         const ACTION: &str = "servicediscovery:DeregisterInstance";
+        // Let a registration still in flight end first, whatever its outcome.
+        let _ = self.registered().await;
         let service_id = self.service_id().await?;
         let out = self
             .client
@@ -243,7 +266,7 @@ impl Registry for CloudMap {
             .await
             .map_err(|e| error(ACTION, e))?;
         match out.operation_id() {
-            Some(op) => self.wait_operation(op).await,
+            Some(op) => wait_operation(&self.client, op).await,
             None => Ok(()),
         }
     }

@@ -150,7 +150,7 @@ impl Registry for Ec2Tags {
         })
     }
 
-    async fn register(&self, me: &Registration) -> Result<(), DiscoveryError> {
+    async fn start_register(&self, me: &Registration) -> Result<(), DiscoveryError> {
         if !self.register {
             return Ok(());
         }

@@ -121,7 +121,20 @@ pub trait Registry {
     async fn rank(&self, me: &PeerId, ip: IpAddr, now_ms: u64) -> Result<u64, DiscoveryError>;
     /// Makes `me` visible to the others (an upsert: calling it again updates
     /// it). Backends that only read (DNS, static lists) have nothing to do.
-    async fn register(&self, _me: &Registration) -> Result<(), DiscoveryError> {
+    async fn register(&self, me: &Registration) -> Result<(), DiscoveryError> {
+        self.start_register(me).await?;
+        self.registered().await
+    }
+    /// Sends the registration without waiting until it is in effect, so that
+    /// the wait (Cloud Map's asynchronous operation) overlaps the first
+    /// round; [`Registry::registered`] then waits for it. By default the
+    /// whole registration happens here.
+    async fn start_register(&self, _me: &Registration) -> Result<(), DiscoveryError> {
+        Ok(())
+    }
+    /// Waits until the registration [`Registry::start_register`] sent is in
+    /// effect: its error if it failed, Ok when nothing is pending.
+    async fn registered(&self) -> Result<(), DiscoveryError> {
         Ok(())
     }
     async fn deregister(&self, _me: &Registration) -> Result<(), DiscoveryError> {

@@ -43,8 +43,12 @@ impl<R: Registry> Registry for VerifiedTasks<R> {
         self.inner.rank(me, ip, now_ms).await
     }
 
-    async fn register(&self, me: &Registration) -> Result<(), DiscoveryError> {
-        self.inner.register(me).await
+    async fn start_register(&self, me: &Registration) -> Result<(), DiscoveryError> {
+        self.inner.start_register(me).await
+    }
+
+    async fn registered(&self) -> Result<(), DiscoveryError> {
+        self.inner.registered().await
     }
 
     async fn deregister(&self, me: &Registration) -> Result<(), DiscoveryError> {

@@ -294,3 +294,76 @@ async fn ecs_expect_auto_and_verify_tasks() {
         .iter()
         .any(|p| p.stderr().contains("deregistered the record of a stopped ECS task")));
 }
+
+/// Cloud Map's RegisterInstance is asynchronous. Its GetOperation polls run
+/// alongside the first round (the first DiscoverInstances goes out before
+/// the operation ends), and no decision is acted on before the registration
+/// is in effect: an operation that fails is registered again, in full.
+#[tokio::test]
+async fn the_registration_wait_overlaps_the_first_round() {
+    if !testbed_ready() {
+        return;
+    }
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let (registers, polls) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (r, g) = (registers.clone(), polls.clone());
+    let aws = Server::start(move |_, body| {
+        let ok = |body: String| Response {
+            status: 200,
+            headers: vec![("Content-Type".into(), "application/x-amz-json-1.1".into())],
+            body,
+        };
+        let req: Value = serde_json::from_str(body).unwrap_or_default();
+        if req.get("Attributes").is_some() {
+            let n = r.fetch_add(1, Ordering::SeqCst) + 1;
+            return ok(format!(r#"{{"OperationId":"register-{n}"}}"#));
+        }
+        if let Some(op) = req["OperationId"].as_str() {
+            // The first registration: pending for three polls, then failed.
+            let status = match op {
+                "register-1" if g.fetch_add(1, Ordering::SeqCst) < 3 => "SUBMITTED",
+                "register-1" => "FAIL",
+                _ => "SUCCESS",
+            };
+            return ok(format!(
+                r#"{{"Operation":{{"Id":"{op}","Status":"{status}","ErrorCode":"INTERNAL_FAILURE","ErrorMessage":"test"}}}}"#
+            ));
+        }
+        if req.get("NamespaceName").is_some() {
+            return ok(r#"{"Instances":[]}"#.into());
+        }
+        // DeregisterInstance
+        ok(r#"{"OperationId":"deregister"}"#.into())
+    });
+    let tmp = TempDir::new("regwait");
+    let mut p = Peer::new(&tmp.0, "p", Net::new().ip());
+    p.start(&Setup::cloudmap(&aws.url(), NS, SVC, "crdt", 1).arg(&[
+        "--settle",
+        "0s",
+        "--cloudmap-service-id",
+        "srv-abcdef",
+    ]));
+    let t = std::time::Instant::now();
+    while p.daemon_runs().is_empty() {
+        assert!(t.elapsed() < Duration::from_secs(30), "no daemon: {}", p.stderr());
+        assert!(p.try_exit().is_none(), "exited: {}", p.stderr());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    p.stop();
+    let requests = aws.requests.lock().unwrap().clone();
+    let at = |needle: &str| requests.iter().position(|r| r.contains(needle));
+    let last_poll = requests.iter().rposition(|r| r.contains(r#""OperationId":"register-1""#));
+    let first_discover = at("NamespaceName").expect("a DiscoverInstances");
+    assert!(
+        first_discover < last_poll.expect("polls of the first registration"),
+        "the first round waited for the registration: {requests:#?}"
+    );
+    assert_eq!(registers.load(Ordering::SeqCst), 2, "registered again after the failure: {requests:#?}");
+    assert!(at(r#""OperationId":"register-2""#).is_some(), "{requests:#?}");
+    let err = p.stderr();
+    assert!(err.contains("registering this peer failed; registering again"), "{err}");
+    let registered = err.find("registered instance_id").expect("a 'registered' log line");
+    let decision = err.find("event=\"decision\"").expect("a decision");
+    assert!(registered < decision, "decided before the registration was in effect: {err}");
+}
