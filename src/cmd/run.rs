@@ -10,7 +10,7 @@ use tracing::{debug, info, warn};
 
 use super::local_peer;
 use super::record::Record;
-use super::signals::{retry, Stop};
+use super::signals::{or_interrupted, retry, Stop};
 use crate::apply;
 use crate::config::Config;
 use crate::contact::{ContactPoint, Greeting};
@@ -118,15 +118,12 @@ impl<'a, R: Registry> Run<'a, R> {
             .unwrap_or_else(|| local.peer_id.to_string());
         let mut stop = Stop::new();
         let deadline = started + cfg.timeout;
-        let rank = match retry("ranking this peer", deadline, &mut stop, || {
-            registry.rank(&local.peer_id, ip, now_ms())
-        })
-        .await
-        {
-            Ok(Ok(rank)) => rank,
-            Ok(Err(e)) => return Err(e.into()),
-            Err(signal) => return Err(Error::Interrupted { signal }),
-        };
+        let rank = or_interrupted(
+            retry("ranking this peer", deadline, &mut stop, || {
+                registry.rank(&local.peer_id, ip, now_ms())
+            })
+            .await,
+        )?;
         let me = Registration {
             instance_id,
             peer_id: local.peer_id.clone(),
@@ -214,15 +211,12 @@ impl<'a, R: Registry> Run<'a, R> {
         let greeting = Greeting::new(&self.me.peer_id, None);
         let contact = ContactPoint::open(self.me.ip, self.cfg.cluster_port, greeting, self.cfg.loopback_only).await;
         let (registry, me) = (self.registry, &self.me);
-        match retry("registering this peer", self.deadline, &mut self.stop, || {
-            registry.start_register(me)
-        })
-        .await
-        {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e.into()),
-            Err(signal) => return Err(Error::Interrupted { signal }),
-        }
+        or_interrupted(
+            retry("registering this peer", self.deadline, &mut self.stop, || {
+                registry.start_register(me)
+            })
+            .await,
+        )?;
         Ok(contact)
     }
 
@@ -237,15 +231,12 @@ impl<'a, R: Registry> Run<'a, R> {
         if let Err(e) = self.registry.registered().await {
             let (registry, me) = (self.registry, &self.me);
             warn!(error = %e, "registering this peer failed; registering again");
-            match retry("registering this peer", self.deadline, &mut self.stop, || {
-                registry.register(me)
-            })
-            .await
-            {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(e.into()),
-                Err(signal) => return Err(Error::Interrupted { signal }),
-            }
+            or_interrupted(
+                retry("registering this peer", self.deadline, &mut self.stop, || {
+                    registry.register(me)
+                })
+                .await,
+            )?;
         }
         self.confirmed = true;
         info!(instance_id = %self.me.instance_id, "registered");

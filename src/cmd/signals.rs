@@ -77,6 +77,16 @@ pub(super) async fn retry<T, E: std::fmt::Display, F: std::future::Future<Output
     }
 }
 
+/// A [`retry`]'s outcome as a run's error: the last failure, or the signal.
+pub(super) fn or_interrupted<T, E: Into<crate::exit::Error>>(
+    outcome: Result<Result<T, E>, i32>,
+) -> Result<T, crate::exit::Error> {
+    match outcome {
+        Ok(result) => result.map_err(Into::into),
+        Err(signal) => Err(crate::exit::Error::Interrupted { signal }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Stop;

@@ -353,17 +353,26 @@ async fn the_registration_wait_overlaps_the_first_round() {
     p.stop();
     let requests = aws.requests.lock().unwrap().clone();
     let at = |needle: &str| requests.iter().position(|r| r.contains(needle));
-    let last_poll = requests.iter().rposition(|r| r.contains(r#""OperationId":"register-1""#));
+    let last_poll = requests
+        .iter()
+        .rposition(|r| r.contains(r#""OperationId":"register-1""#));
     let first_discover = at("NamespaceName").expect("a DiscoverInstances");
     assert!(
         first_discover < last_poll.expect("polls of the first registration"),
         "the first round waited for the registration: {requests:#?}"
     );
-    assert_eq!(registers.load(Ordering::SeqCst), 2, "registered again after the failure: {requests:#?}");
+    assert_eq!(
+        registers.load(Ordering::SeqCst),
+        2,
+        "registered again after the failure: {requests:#?}"
+    );
     assert!(at(r#""OperationId":"register-2""#).is_some(), "{requests:#?}");
     let err = p.stderr();
     assert!(err.contains("registering this peer failed; registering again"), "{err}");
     let registered = err.find("registered instance_id").expect("a 'registered' log line");
     let decision = err.find("event=\"decision\"").expect("a decision");
-    assert!(registered < decision, "decided before the registration was in effect: {err}");
+    assert!(
+        registered < decision,
+        "decided before the registration was in effect: {err}"
+    );
 }
