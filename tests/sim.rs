@@ -17,6 +17,7 @@
 //!   SIM_LAUNCHES=1000000 cargo test --release --test sim -- --nocapture
 //!   SIM_SEED=1234 cargo test --test sim -- --nocapture   one launch, traced
 //!   SIM_DELAY_MAX_MS=5000 SIM_COUNT_SPLITS=1 ...  delays beyond --settle: count splits
+//!   SIM_PEERS=100 SIM_SKEW_MAX_MS=0 SIM_LAUNCHES=50 ...  100 peers started at once
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
@@ -58,14 +59,28 @@ struct Params {
     start_max_ms: u64,
 }
 
+/// What a run of launches fixes (the environment variables); the rest of
+/// each launch's `Params` is drawn from its seed.
+#[derive(Debug, Clone, Copy)]
+struct Knobs {
+    delay_max_ms: u64,
+    start_max_ms: u64,
+    /// SIM_PEERS: every launch has this many peers (default: 2 to 15).
+    peers: Option<usize>,
+    /// SIM_SKEW_MAX_MS: the most the peers' starts spread (default 5 s; 0:
+    /// all at once).
+    skew_max_ms: u64,
+}
+
 impl Params {
-    fn random(rng: &mut fastrand::Rng, delay_max_ms: u64, start_max_ms: u64) -> Params {
-        let n = rng.usize(2..=15);
+    fn random(rng: &mut fastrand::Rng, k: Knobs) -> Params {
+        let (delay_max_ms, start_max_ms) = (k.delay_max_ms, k.start_max_ms);
+        let n = k.peers.unwrap_or_else(|| rng.usize(2..=15));
         Params {
             n,
             expect: rng.usize(1..=n),
             consensus: if rng.bool() { Consensus::Crdt } else { Consensus::Raft },
-            skew_ms: rng.u64(0..=5_000),
+            skew_ms: rng.u64(0..=k.skew_max_ms),
             delay_max_ms: rng.u64(0..=delay_max_ms),
             clock_offset_ms: rng.u64(0..=200),
             stale: rng.usize(0..=3),
@@ -114,6 +129,8 @@ struct SimPeer {
     pending: Option<Action>,
     founded: Option<Option<Vec<PeerId>>>,
     cluster: Option<usize>,
+    /// When its daemon joined a cluster.
+    running_at: Option<u64>,
     crash_at: Option<u64>,
     calls: u32,
 }
@@ -153,9 +170,9 @@ fn peer_id(rng: &mut fastrand::Rng) -> PeerId {
 }
 
 impl World {
-    fn new(seed: u64, delay_max_ms: u64, start_max_ms: u64, tracing: bool) -> World {
+    fn new(seed: u64, knobs: Knobs, tracing: bool) -> World {
         let mut rng = fastrand::Rng::with_seed(seed);
-        let p = Params::random(&mut rng, delay_max_ms, start_max_ms);
+        let p = Params::random(&mut rng, knobs);
         let stale = p.stale;
         let ghosts: Vec<PeerId> = (0..stale).map(|_| peer_id(&mut rng)).collect();
         let mut peers = vec![];
@@ -178,6 +195,7 @@ impl World {
                 pending: None,
                 founded: None,
                 cluster: None,
+                running_at: None,
                 crash_at: (rng.f64() < p.crash).then(|| start_at + rng.u64(0..20_000)),
                 calls: 0,
             });
@@ -536,6 +554,7 @@ impl World {
                 self.clusters[k].insert(i);
                 self.peers[i].cluster = Some(k);
                 self.peers[i].phase = Phase::Running;
+                self.peers[i].running_at = Some(self.now);
                 self.log(format!("peer {i} runs in cluster {k}"));
             }
             None => {
@@ -572,12 +591,22 @@ struct Tally {
     some_not_running: u64,
     calls: u64,
     peers: u64,
+    /// Per launch that ended with every live peer in one cluster: from the
+    /// last peer's start to the last live peer's daemon joining it, in ms.
+    agree_ms: Vec<u64>,
 }
 
-fn launch(seed: u64, delay_max_ms: u64, start_max_ms: u64, tracing: bool, tally: &mut Tally) -> World {
-    let mut w = World::new(seed, delay_max_ms, start_max_ms, tracing);
+fn launch(seed: u64, knobs: Knobs, tracing: bool, tally: &mut Tally) -> World {
+    let mut w = World::new(seed, knobs, tracing);
+    let Knobs {
+        delay_max_ms,
+        start_max_ms,
+        peers,
+        skew_max_ms,
+    } = knobs;
+    let peers = peers.map(|n| format!(" SIM_PEERS={n}")).unwrap_or_default();
     let replay = format!(
-        "replay: SIM_SEED={seed} SIM_DELAY_MAX_MS={delay_max_ms} SIM_START_MAX_MS={start_max_ms} cargo test --test sim -- --nocapture"
+        "replay: SIM_SEED={seed} SIM_DELAY_MAX_MS={delay_max_ms} SIM_START_MAX_MS={start_max_ms} SIM_SKEW_MAX_MS={skew_max_ms}{peers} cargo test --test sim -- --nocapture"
     );
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         w.run();
@@ -612,6 +641,14 @@ fn launch(seed: u64, delay_max_ms: u64, start_max_ms: u64, tracing: bool, tally:
     }
     if (0..w.p.n).any(|j| w.alive(j) && w.peers[j].phase != Phase::Running) {
         tally.some_not_running += 1;
+    } else if live.len() == 1 {
+        let last_start = w.peers.iter().map(|p| p.start_at).max().unwrap_or(0);
+        let last_running = (0..w.p.n)
+            .filter(|&j| w.alive(j))
+            .filter_map(|j| w.peers[j].running_at)
+            .max()
+            .unwrap_or(last_start);
+        tally.agree_ms.push(last_running.saturating_sub(last_start));
     }
     tally.calls += w.peers.iter().map(|p| p.calls as u64).sum::<u64>();
     tally.peers += w.p.n as u64;
@@ -624,11 +661,20 @@ fn env_u64(k: &str) -> Option<u64> {
 
 #[test]
 fn launches_never_split() {
-    let delay_max_ms = env_u64("SIM_DELAY_MAX_MS").unwrap_or(SETTLE.as_millis() as u64 - 500);
-    let start_max_ms = env_u64("SIM_START_MAX_MS").unwrap_or(START_MAX_MS);
+    let knobs = Knobs {
+        delay_max_ms: env_u64("SIM_DELAY_MAX_MS").unwrap_or(SETTLE.as_millis() as u64 - 500),
+        start_max_ms: env_u64("SIM_START_MAX_MS").unwrap_or(START_MAX_MS),
+        peers: env_u64("SIM_PEERS").map(|n| n.clamp(1, 250) as usize),
+        skew_max_ms: env_u64("SIM_SKEW_MAX_MS").unwrap_or(5_000),
+    };
+    let Knobs {
+        delay_max_ms,
+        start_max_ms,
+        ..
+    } = knobs;
     if let Some(seed) = env_u64("SIM_SEED") {
         let mut tally = Tally::default();
-        let w = launch(seed, delay_max_ms, start_max_ms, true, &mut tally);
+        let w = launch(seed, knobs, true, &mut tally);
         println!("{:?}", w.p);
         for line in &w.trace {
             println!("{line}");
@@ -645,9 +691,23 @@ fn launches_never_split() {
         ..Tally::default()
     };
     for seed in base..base + n {
-        launch(seed, delay_max_ms, start_max_ms, false, &mut tally);
+        launch(seed, knobs, false, &mut tally);
     }
     let secs = t.elapsed().as_secs_f64();
+    tally.agree_ms.sort_unstable();
+    let pct = |q: f64| {
+        let v = &tally.agree_ms;
+        v.get(((v.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(0)
+    };
+    println!(
+        "agreement (last start → last live daemon in the cluster) in {} launches: p50 {} ms, p95 {} ms, max {} ms",
+        tally.agree_ms.len(),
+        pct(0.5),
+        pct(0.95),
+        pct(1.0)
+    );
     println!(
         "{} launches (seeds {base}..{}), visibility delay ≤ {delay_max_ms} ms, daemon start ≤ {start_max_ms} ms, --settle {SETTLE:?}: {} split brains; \
          {} ended in one cluster, {} with a live peer not running at the end; {:.1} registry calls per peer; \
