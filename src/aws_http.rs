@@ -1,14 +1,15 @@
 //! The one HTTP client every AWS call uses (SDK clients, credential
 //! providers, IMDS): hyper 1, and rustls with ring for `https`.
 //!
-//! The TLS connector reads the system's root certificates when it is first
+//! A TLS connector reads the system's root certificates when it is first
 //! built (about 150 files under /etc/ssl/certs, several milliseconds at every
 //! start). A plain `http://` call (an endpoint on a private network, the ECS
 //! credentials endpoint, IMDS, a local test endpoint) never needs them, so
-//! the client picks its connector per request and builds the TLS one only for
+//! the client picks its connector per request: plain HTTP goes through one
+//! with an empty trust store, and the root certificates are read only for
 //! the first `https://` call.
 
-use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
 use aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata;
 use aws_smithy_runtime_api::client::http::{
     HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
@@ -18,11 +19,24 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 
 pub fn client() -> SharedHttpClient {
     SharedHttpClient::new(ByScheme {
-        http: aws_smithy_http_client::Builder::new().build_http(),
-        https: aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-            .build_https(),
+        http: trusting(TrustStore::empty()),
+        https: trusting(TrustStore::default()),
     })
+}
+
+/// The SDK's hyper and rustls client with this trust store. Both schemes use
+/// the same connector type (it passes `http://` through without TLS), so the
+/// second client adds no code to the binary, only a trust store that stays
+/// empty for plain HTTP.
+fn trusting(store: TrustStore) -> SharedHttpClient {
+    let context = TlsContext::builder()
+        .with_trust_store(store)
+        .build()
+        .unwrap_or_default();
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+        .tls_context(context)
+        .build_https()
 }
 
 /// Two clients, one per scheme. Each caches its connectors (and so its
