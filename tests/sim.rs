@@ -18,6 +18,7 @@
 //!   SIM_SEED=1234 cargo test --test sim -- --nocapture   one launch, traced
 //!   SIM_DELAY_MAX_MS=5000 SIM_COUNT_SPLITS=1 ...  delays beyond --settle: count splits
 //!   SIM_PEERS=100 SIM_SKEW_MAX_MS=0 SIM_LAUNCHES=50 ...  100 peers started at once
+//!   SIM_FAULTS=0 ...  no throttling, crashes, dying founders or stale records
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
@@ -70,13 +71,15 @@ struct Knobs {
     /// SIM_SKEW_MAX_MS: the most the peers' starts spread (default 5 s; 0:
     /// all at once).
     skew_max_ms: u64,
+    /// SIM_FAULTS=0: no throttling, crashes, dying founders or stale records.
+    faults: bool,
 }
 
 impl Params {
     fn random(rng: &mut fastrand::Rng, k: Knobs) -> Params {
         let (delay_max_ms, start_max_ms) = (k.delay_max_ms, k.start_max_ms);
         let n = k.peers.unwrap_or_else(|| rng.usize(2..=15));
-        Params {
+        let mut p = Params {
             n,
             expect: rng.usize(1..=n),
             consensus: if rng.bool() { Consensus::Crdt } else { Consensus::Raft },
@@ -88,7 +91,11 @@ impl Params {
             founder_dies: rng.u8(0..4) == 0,
             crash: [0.0, 0.05][rng.usize(0..2)],
             start_max_ms: rng.u64(20..=start_max_ms.max(20)),
+        };
+        if !k.faults {
+            (p.stale, p.throttle, p.founder_dies, p.crash) = (0, 0.0, false, 0.0);
         }
+        p
     }
 }
 
@@ -603,8 +610,10 @@ fn launch(seed: u64, knobs: Knobs, tracing: bool, tally: &mut Tally) -> World {
         start_max_ms,
         peers,
         skew_max_ms,
+        faults,
     } = knobs;
-    let peers = peers.map(|n| format!(" SIM_PEERS={n}")).unwrap_or_default();
+    let peers =
+        peers.map(|n| format!(" SIM_PEERS={n}")).unwrap_or_default() + if faults { "" } else { " SIM_FAULTS=0" };
     let replay = format!(
         "replay: SIM_SEED={seed} SIM_DELAY_MAX_MS={delay_max_ms} SIM_START_MAX_MS={start_max_ms} SIM_SKEW_MAX_MS={skew_max_ms}{peers} cargo test --test sim -- --nocapture"
     );
@@ -666,6 +675,7 @@ fn launches_never_split() {
         start_max_ms: env_u64("SIM_START_MAX_MS").unwrap_or(START_MAX_MS),
         peers: env_u64("SIM_PEERS").map(|n| n.clamp(1, 250) as usize),
         skew_max_ms: env_u64("SIM_SKEW_MAX_MS").unwrap_or(5_000),
+        faults: env_u64("SIM_FAULTS") != Some(0),
     };
     let Knobs {
         delay_max_ms,
