@@ -175,14 +175,19 @@ async fn self_address(cfg: &Config) -> Result<Option<SelfAddr>, Error> {
 }
 
 /// This ECS task: the self address's (`run`, `plan`), else, for `health`
-/// and `discover`, the task metadata's when AWS is called (the region in
-/// its ARN; the ECS cluster, which --verify-tasks needs).
+/// and `discover`, the task metadata's when AWS is called and the region
+/// is not set (the region in its ARN), or when --verify-tasks needs the ECS
+/// cluster.
 async fn task(cfg: &Config, uses: &Uses, me: Option<&SelfAddr>) -> Result<Option<Task>, Error> {
     if let Some(me) = me {
         return Ok(me.task.clone());
     }
     let needed = cfg.verify_tasks && cfg.ecs_cluster.is_none();
-    let for_region = uses.aws(cfg) && cfg.metadata_uri.is_some();
+    // `health` runs every 30 s: no metadata call for a region already set.
+    let region_set = ["AWS_REGION", "AWS_DEFAULT_REGION"]
+        .iter()
+        .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()));
+    let for_region = uses.aws(cfg) && cfg.metadata_uri.is_some() && !region_set;
     if !needed && !for_region {
         return Ok(None);
     }

@@ -400,6 +400,22 @@ async fn health_checks_identity_and_membership() {
     let (code, err) = health(&peers[0], &setup, &[]);
     assert_eq!(code, 0, "{err}");
 
+    // In ECS with AWS_REGION set (as the shipped files set it): the check
+    // every 30 s makes no task metadata call.
+    let metadata = crate::support::http::Server::start(|_, _| crate::support::http::Response {
+        status: 404,
+        headers: vec![],
+        body: String::new(),
+    });
+    let uri = format!("{}/v4", metadata.url());
+    let (code, err) = health(&peers[0], &setup, &[("ECS_CONTAINER_METADATA_URI_V4", uri)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        metadata.requests.lock().unwrap().is_empty(),
+        "{:?}",
+        metadata.requests.lock().unwrap()
+    );
+
     // Asking another peer's API: not this peer.
     let other = format!("/ip4/{}/tcp/9094", peers[1].ip);
     let (code, err) = health(&peers[0], &setup, &[("CLUSTER_RESTAPI_HTTPLISTENMULTIADDRESS", other)]);
