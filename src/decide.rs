@@ -312,6 +312,16 @@ impl Facts {
     }
 }
 
+/// Whether the probe of a registration listed with `peer_id` can change the
+/// decision. A raft peer with state starts on it whatever the others are
+/// (rule 1, never with `--bootstrap`): only a registration that may be its
+/// twin (rule 0: its own ID, or an ID not known before probing) matters. For
+/// everyone else every probe may: a founder announcing anywhere means wait,
+/// and a raft fixed set must be consistent across every live peer.
+pub fn probe_matters(me: &Me, peer_id: Option<&PeerId>) -> bool {
+    !(me.has_state && me.consensus == Consensus::Raft) || peer_id.is_none_or(|p| *p == me.peer_id)
+}
+
 /// Decides how this peer starts. First matching rule wins.
 pub fn decide(f: &Facts) -> Decision {
     let others = f.others();

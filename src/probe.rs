@@ -118,6 +118,23 @@ pub struct Probed {
     pub not_probed: Vec<std::net::IpAddr>,
 }
 
+impl Probed {
+    /// Candidates whose probes cannot change the decision, not probed: down
+    /// with `why`, so that they stay in the peerstore with their addresses.
+    pub fn add_not_probed(&mut self, candidates: Vec<Candidate>, why: &str) {
+        for c in candidates {
+            match c.peer_id.clone() {
+                Some(id) => self.observed.push(Observed {
+                    registration: c.identified(id),
+                    probe: Probe::Down { error: why.to_owned() },
+                    confirmed: false,
+                }),
+                None => self.not_probed.push(c.ip),
+            }
+        }
+    }
+}
+
 /// What the REST API answered.
 #[derive(Debug, Clone)]
 pub enum Api {

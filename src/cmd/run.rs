@@ -14,7 +14,7 @@ use super::signals::{or_interrupted, retry, Stop};
 use crate::apply;
 use crate::config::Config;
 use crate::contact::{ContactPoint, Greeting};
-use crate::decide::{Action, Decision, Facts, Founded, Me, Reason};
+use crate::decide::{self, Action, Decision, Facts, Founded, Me, Reason};
 use crate::discovery::attributes::{self, now_ms};
 use crate::discovery::Registry;
 use crate::ecs::Ecs;
@@ -293,7 +293,16 @@ impl<'a, R: Registry> Run<'a, R> {
                                 warn!(registration = %s, "ignoring a registration");
                             }
                         }
-                        let probed = self.prober.probe_all(rounds.others(found)).await;
+                        // Only the probes that can change the decision.
+                        let (probe, skip): (Vec<_>, Vec<_>) = rounds
+                            .others(found)
+                            .into_iter()
+                            .partition(|c| decide::probe_matters(&self.me_facts, c.peer_id.as_ref()));
+                        let mut probed = self.prober.probe_all(probe).await;
+                        probed.add_not_probed(
+                            skip,
+                            "not probed: this raft peer starts on its state whatever the others are",
+                        );
                         self.confirm_registration().await?;
                         let Round { facts, decision, next } = rounds.probed(probed, since_start());
                         if let Some(c) = contact {

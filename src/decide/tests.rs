@@ -899,3 +899,51 @@ fn a_genesis_record_does_not_stop_starts_and_joins() {
     f.me.has_state = true;
     check(&f, Action::Start { bootstrap: vec![] }, "existing_state");
 }
+
+proptest! {
+    /// A raft peer with state decides the same when it probes only the
+    /// registrations `probe_matters` names (possible twins): the others,
+    /// taken as not probed, change neither the action nor the reason, and
+    /// stay in the peerstore.
+    #[test]
+    fn a_raft_peer_with_state_needs_only_the_probes_of_possible_twins(
+        listed in prop::collection::vec((0usize..6, 0u8..6, any::<bool>(), 0u64..5), 0..8),
+        has_state in any::<bool>(),
+    ) {
+        let probe = |kind: u8, i: usize| match kind {
+            0 => Probe::Api { cluster_peers: ids(&[0, i]) },
+            1 => Probe::Daemon,
+            2 => waiting(&[0, i]),
+            3 => Probe::Founding { set: ids(&[0, i]) },
+            4 => Probe::WrongPeer { answered: "someone else".into() },
+            _ => Probe::Down { error: "refused".into() },
+        };
+        let peers: Vec<Observed> = listed
+            .iter()
+            .map(|&(i, kind, confirmed, at)| {
+                let mut o = obs(i, at, probe(kind, i));
+                o.confirmed = confirmed;
+                if i == 0 {
+                    // This peer's ID registered elsewhere: a possible twin.
+                    o.registration.ip = "127.0.0.99".parse().unwrap();
+                }
+                o
+            })
+            .collect();
+        let mut f = facts(Consensus::Raft, 3, peers);
+        f.me.has_state = has_state;
+        let mut unprobed = f.clone();
+        for o in &mut unprobed.peers {
+            if !probe_matters(&f.me, Some(&o.registration.peer_id)) {
+                o.probe = Probe::Down { error: "not probed".into() };
+                o.confirmed = false;
+            }
+        }
+        let (all, some) = (decide(&f), decide(&unprobed));
+        prop_assert_eq!(&all.action, &some.action);
+        prop_assert_eq!(&all.reason, &some.reason);
+        for a in &all.peerstore {
+            prop_assert!(some.peerstore.contains(a), "{} left the peerstore", a);
+        }
+    }
+}

@@ -193,6 +193,15 @@ async fn raft_restart_keeps_state() {
     );
     let d = peers[1].decisions().pop().unwrap();
     assert_eq!(d["decision"]["reason"]["rule"], "existing_state");
+    // Nothing another peer answers can change that decision: the others
+    // were not probed, and stay in the peerstore.
+    let observed = d["facts"]["peers"].as_array().unwrap();
+    assert!(!observed.is_empty(), "{d:#}");
+    for o in observed {
+        assert_eq!(o["probe"]["state"], "down", "{o:#}");
+        assert!(o["probe"]["error"].as_str().unwrap().starts_with("not probed"), "{o:#}");
+    }
+    assert_eq!(d["decision"]["peerstore"].as_array().unwrap().len(), 2, "{d:#}");
 }
 
 /// Registrations of dead peers, registered earliest, do not stop the founding
