@@ -113,14 +113,16 @@ pub struct Probed {
     pub unidentified: Vec<std::net::IpAddr>,
     /// Listed without a peer ID, and nothing answered.
     pub silent: Vec<std::net::IpAddr>,
-    /// Listed without a peer ID, and not probed: not a loopback address
-    /// under --loopback-only.
+    /// Listed without a peer ID, and not probed (not a loopback address
+    /// under --loopback-only, or passed to `add_not_probed`).
     pub not_probed: Vec<std::net::IpAddr>,
 }
 
 impl Probed {
     /// Candidates whose probes cannot change the decision, not probed: down
     /// with `why`, so that they stay in the peerstore with their addresses.
+    /// `decide::probe_matters` never skips one without a peer ID (it may be
+    /// a twin); should a caller, its address is listed as not probed.
     pub fn add_not_probed(&mut self, candidates: Vec<Candidate>, why: &str) {
         for c in candidates {
             match c.peer_id.clone() {
